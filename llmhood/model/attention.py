@@ -1,0 +1,121 @@
+"""Causal self-attention with grouped KV heads, in an explicit and a fast form.
+
+Each query head scores every key, softmax(q·kᵀ/√d + mask), and averages the values with
+those weights. Dividing by √d keeps the scores' variance near 1 whatever the head width,
+so the softmax does not saturate. The mask adds -inf where a query must not look: at
+later positions (causality) and at padding.
+
+MHA, GQA and MQA differ only in `n_kv_heads`. With fewer KV heads than query heads, each
+KV head serves a group of n_heads // n_kv_heads consecutive query heads, which shrinks
+the KV cache by that factor (3× for SmolLM2) at little cost in quality (Ainslie et al.,
+2023). Neither path copies K/V to the query head count:
+
+* `explicit_attention` writes the formula out and can return the attention weights
+  (the plots need them). Queries are viewed as (kv_head, group) so one matmul serves a
+  whole group.
+* `scaled_dot_product_attention` from PyTorch is the fast path (fused, no (T×S) weight
+  matrix kept around); `enable_gqa` lets it broadcast the KV heads itself.
+
+`Attention.impl` switches between them; tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmhood.model.config import ModelConfig
+from llmhood.model.kv_cache import KVCache
+from llmhood.model.rope import RoPE
+
+AttentionImpl = Literal["sdpa", "explicit"]
+
+
+def causal_mask(
+    q_len: int, kv_len: int, key_padding: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Boolean mask, True where a query may attend: (bs or 1, 1, q_len, kv_len).
+
+    The q_len queries are the last q_len of the kv_len positions (earlier ones are in the
+    cache), so query i may see keys 0 .. kv_len - q_len + i. `key_padding` (bs, kv_len) is
+    True for real tokens and False for padding.
+    """
+    q_pos = torch.arange(kv_len - q_len, kv_len)[:, None]
+    k_pos = torch.arange(kv_len)[None, :]
+    mask = (k_pos <= q_pos)[None, None]  # (1, 1, q_len, kv_len)
+    if key_padding is not None:
+        # A padding query still sees itself, so that no softmax row is all -inf (NaN);
+        # its output is never read.
+        mask = (mask & key_padding[:, None, None, :].to(torch.bool)) | (k_pos == q_pos)
+    return mask
+
+
+def explicit_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q·kᵀ/√d + mask)·v, written out.
+
+    q: (bs, n_heads, q_len, head_dim); k, v: (bs, n_kv_heads, kv_len, head_dim);
+    mask: (bs or 1, 1, q_len, kv_len) bool.
+    Returns the output (bs, n_heads, q_len, head_dim) and the weights
+    (bs, n_heads, q_len, kv_len).
+    """
+    bs, n_heads, q_len, head_dim = q.shape
+    n_kv_heads = k.shape[1]
+    group = n_heads // n_kv_heads
+    qg = q.view(bs, n_kv_heads, group, q_len, head_dim)
+    scores = qg @ k[:, :, None].transpose(-2, -1) / math.sqrt(head_dim)  # (bs, kv, g, q, kv_len)
+    scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).type_as(q)
+    out = weights @ v[:, :, None]  # (bs, n_kv_heads, group, q_len, head_dim)
+    return (
+        out.view(bs, n_heads, q_len, head_dim),
+        weights.view(bs, n_heads, q_len, -1),
+    )
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        self.wq = nn.Linear(config.dim, config.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(config.n_heads * self.head_dim, config.dim, bias=False)
+        self.impl: AttentionImpl = "sdpa"
+        # When True, the explicit path runs and its weights are kept in `last_weights`.
+        self.capture_weights = False
+        self.last_weights: torch.Tensor | None = None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: RoPE,
+        rope_table: tuple[torch.Tensor, ...],
+        mask: torch.Tensor,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        bs, seqlen, _ = x.shape  # x: (bs, seqlen, dim)
+        q = self.wq(x).view(bs, seqlen, self.n_heads, self.head_dim)
+        k = self.wk(x).view(bs, seqlen, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(bs, seqlen, self.n_kv_heads, self.head_dim)
+        q, k = rope.rotate(q, rope_table), rope.rotate(k, rope_table)
+
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (bs, heads, seqlen, head_dim)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (bs, n_kv_heads, kv_len, head_dim)
+
+        if self.impl == "explicit" or self.capture_weights:
+            out, weights = explicit_attention(q, k, v, mask)
+            self.last_weights = weights if self.capture_weights else None
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        out = out.transpose(1, 2).reshape(bs, seqlen, self.n_heads * self.head_dim)
+        return self.wo(out)

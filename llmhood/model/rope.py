@@ -1,0 +1,115 @@
+"""Rotary position embedding (RoPE), in its two equivalent forms.
+
+RoPE (Su et al., 2021) encodes position m by rotating each pair of query/key channels by
+the angle m·θ_i, with θ_i = base^(-2i/head_dim) for pair i = 0 .. head_dim/2 - 1. Because
+a rotation by m·θ dotted with a rotation by n·θ depends only on (m - n)·θ, the attention
+score q_m·k_n sees relative position without any extra parameters. Small i rotates fast
+(fine position), large i slowly (coarse position).
+
+The only question is *which* channels form a pair, and the two big code bases disagree:
+
+* **interleaved** (Meta's reference code, and GGUF files from llama.cpp): pairs are
+  (0,1), (2,3), ... Viewing each pair as one complex number, the rotation is a single
+  complex multiplication by e^{i·m·θ} — the *complex form* below (`torch.polar`,
+  `view_as_complex`).
+* **half** (Hugging Face checkpoints): pairs are (i, i + head_dim/2). The rotation is
+  written with real numbers, x·cos + rotate_half(x)·sin — the *real form* below.
+
+The two are the same model once the rows of W_q and W_k are permuted inside each head
+(`interleaved_to_half` / `half_to_interleaved`); Hugging Face's Llama conversion script
+applies exactly this permutation to Meta's weights, and llama.cpp applies the inverse
+when it writes GGUF. A model loaded from GGUF or a Meta checkpoint therefore runs the
+complex form on its weights as stored, and one loaded from Hugging Face runs the real form.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llmhood.model.config import RopeStyle
+
+
+def inverse_frequencies(head_dim: int, theta: float) -> torch.Tensor:
+    """θ_i = theta^(-2i/head_dim) for each channel pair i. Shape (head_dim // 2,), float32."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    return 1.0 / (theta**exponents)
+
+
+def rotate_complex(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """Interleaved pairs as complex numbers, multiplied by e^{i·m·θ}.
+
+    x: (bs, seqlen, n_heads, head_dim); freqs_cis: (bs, seqlen, 1, head_dim // 2) complex64.
+    """
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * freqs_cis).flatten(-2).type_as(x)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves: a 90° turn of every (i, i + d/2) pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rotate_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Half-split pairs rotated with real arithmetic: x·cos + rotate_half(x)·sin.
+
+    x: (bs, seqlen, n_heads, head_dim); cos, sin: (bs, seqlen, 1, head_dim), each angle
+    repeated for both halves.
+    """
+    x32 = x.float()
+    return (x32 * cos + rotate_half(x32) * sin).type_as(x)
+
+
+def interleaved_to_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Permute W_q/W_k rows of each head from pairs (2i, 2i+1) to pairs (i, i + d/2).
+
+    w: (n_heads * head_dim, in_features). Channel 2i goes to i, channel 2i+1 to i + d/2.
+    """
+    out_features, in_features = w.shape
+    head_dim = out_features // n_heads
+    return (
+        w.reshape(n_heads, head_dim // 2, 2, in_features)
+        .transpose(1, 2)
+        .reshape(out_features, in_features)
+    )
+
+
+def half_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The inverse of `interleaved_to_half`."""
+    out_features, in_features = w.shape
+    head_dim = out_features // n_heads
+    return (
+        w.reshape(n_heads, 2, head_dim // 2, in_features)
+        .transpose(1, 2)
+        .reshape(out_features, in_features)
+    )
+
+
+class RoPE(nn.Module):
+    """Builds the rotation table once per forward pass and applies it in every layer.
+
+    Positions come per row, (bs, seqlen), so that rows of a left-padded batch can each
+    start at position 0.
+    """
+
+    def __init__(self, head_dim: int, theta: float, style: RopeStyle) -> None:
+        super().__init__()
+        self.style = style
+        self.register_buffer("inv_freq", inverse_frequencies(head_dim, theta), persistent=False)
+
+    def angles(self, positions: torch.Tensor) -> torch.Tensor:
+        """m·θ_i for every position: (bs, seqlen) -> (bs, seqlen, head_dim // 2), float32."""
+        return positions.float()[..., None] * self.inv_freq
+
+    def table(self, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        angles = self.angles(positions)[:, :, None, :]  # (bs, seqlen, 1, head_dim // 2)
+        if self.style == "interleaved":
+            return (torch.polar(torch.ones_like(angles), angles),)
+        angles = torch.cat((angles, angles), dim=-1)  # (bs, seqlen, 1, head_dim)
+        return angles.cos(), angles.sin()
+
+    def rotate(self, x: torch.Tensor, table: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if self.style == "interleaved":
+            return rotate_complex(x, *table)
+        return rotate_real(x, *table)

