@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean bench
 
 venv: $(STAMP)
 
@@ -21,6 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Not part of `make test`: installs the benchmark extra (llama-cpp-python compiles llama.cpp,
+# 10+ minutes on a fresh machine) and measures llmhood against transformers and llama.cpp.
+bench: $(STAMP)
+	$(PIP) install -q -c requirements/constraints.txt -e '.[bench]'
+	$(VENV)/bin/llmhood bench --json out/bench.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

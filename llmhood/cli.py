@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 from llmhood.errors import LLMHoodError
+from llmhood.generate import DEFAULT_BATCH_SIZE, check_batch_size
+from llmhood.generate.prompt_file import EXAMPLE, FilePrompt, read_prompts
 from llmhood.llm import DTYPES, LLM, load
+from llmhood.model.parameters import parameter_counts
+from llmhood.modes import QUANTIZE
 from llmhood.registry import DEFAULT_MODEL, MODELS
 
 DEMO_QUESTION = "What is the capital of France?"
@@ -30,6 +35,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="auto", choices=["auto", *DTYPES], help="compute dtype (default: auto)"
     )
+    g = parser.add_argument_group("speed modes (llmhood.modes; default: the fastest that passes)")
+    g.add_argument("--quantize", default="auto", choices=["auto", "none", *QUANTIZE])
+    g.add_argument("--no-fuse", action="store_true", help="separate q/k/v and gate/up matmuls")
+    g.add_argument("--no-dense", action="store_true", help="int4: no bf16 copy for prefill")
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +69,10 @@ def sampling_options(args: argparse.Namespace) -> dict:
 
 
 def load_for(args: argparse.Namespace) -> LLM:
-    return load(args.model, dtype=args.dtype)
+    quantize = None if args.quantize == "none" else args.quantize
+    fuse = False if args.no_fuse else None
+    dense = False if args.no_dense else None
+    return load(args.model, dtype=args.dtype, quantize=quantize, fuse=fuse, dense=dense)
 
 
 def print_stream(pieces: Iterator[str]) -> str:
@@ -75,39 +87,15 @@ def print_stream(pieces: Iterator[str]) -> str:
 # ---- info ---------------------------------------------------------------------------------
 
 
-def parameter_table(llm: LLM) -> tuple[dict[str, int], dict[int, int]]:
-    """Unique parameters by kind of module, and by layer."""
-    by_kind: dict[str, int] = defaultdict(int)
-    by_layer: dict[int, int] = defaultdict(int)
-    kinds = {
-        "wq": "attention q", "wk": "attention k", "wv": "attention v", "wo": "attention o",
-        "w1": "ffn gate", "w3": "ffn up", "w2": "ffn down",
-        "attention_norm": "norms", "ffn_norm": "norms",
-    }  # fmt: skip
-    seen: set[int] = set()
-    for name, p in llm.model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        parts = name.split(".")
-        if parts[0] == "layers":
-            by_layer[int(parts[1])] += p.numel()
-            by_kind[kinds[parts[-2]]] += p.numel()
-        else:
-            by_kind[
-                {"tok_embeddings": "embedding", "norm": "norms", "output": "output head"}[parts[0]]
-            ] += p.numel()
-    return dict(by_kind), dict(by_layer)
-
-
 def cmd_info(args: argparse.Namespace) -> None:
     llm = load_for(args)
     c, tok = llm.config, llm.tokenizer
-    by_kind, by_layer = parameter_table(llm)
+    by_kind, by_layer = parameter_counts(llm.model.skeleton())
     total = sum(by_kind.values())
     attention = "MHA" if c.n_kv_heads == c.n_heads else "MQA" if c.n_kv_heads == 1 else "GQA"
     if args.json:
         print(json.dumps({"source": llm.source, "config": c.as_dict(), "dtype": str(llm.dtype),
+                          "mode": llm.mode.name,
                           "parameters": total, "by_kind": by_kind, "by_layer": by_layer,
                           "vocab_size": tok.vocab_size}, indent=2))  # fmt: skip
         return
@@ -117,9 +105,15 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"attention    {attention}: {c.n_heads} query heads, {c.n_kv_heads} KV heads, "
         f"head_dim {c.head_dim}"
     )
-    print(f"rope         theta {c.rope_theta:g}, {c.rope_style} pairs")
+    scaling = c.rope_scaling
+    scaled = f", {scaling.kind} scaling ×{scaling.factor:g}" if scaling else ", no scaling"
+    if c.position_encoding == "rope":
+        print(f"positions    RoPE, theta {c.rope_theta:g}, {c.rope_style} pairs{scaled}")
+    else:
+        print(f"positions    {c.position_encoding}")
     print(f"context      {c.max_seq_len} tokens")
     print(f"dtype        {str(llm.dtype).removeprefix('torch.')}")
+    print(f"mode         {llm.mode.describe()}")
     print(f"output head  {'tied to the embedding' if c.tie_embeddings else 'separate'}")
     specials = len(tok.special_ids)
     print(f"tokenizer    byte-level BPE, {tok.vocab_size} tokens ({specials} special)")
@@ -149,17 +143,47 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 # ---- generate and chat --------------------------------------------------------------------
 
 
+def generate_prompts(args: argparse.Namespace) -> list[FilePrompt]:
+    """The prompt argument or the --prompts-file, checked before the model loads."""
+    if (args.prompt is None) == (args.prompts_file is None):
+        raise LLMHoodError(
+            "Give one prompt, or --prompts-file PATH (one prompt per line, or a .jsonl file "
+            f"with one object such as {EXAMPLE} per line); this command had "
+            + ("both." if args.prompt is not None else "neither.")
+        )
+    check_batch_size(args.batch_size)
+    if args.prompts_file is None:
+        return [FilePrompt(0, args.prompt)]
+    return read_prompts(args.prompts_file)
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
+    prompts = generate_prompts(args)
     llm = load_for(args)
-    prompt = args.prompt
     options = sampling_options(args)
+    texts = [p.text for p in prompts]
     if args.chat:
-        prompt = llm.chat_prompt([{"role": "user", "content": prompt}])
+        texts = [llm.chat_prompt([{"role": "user", "content": text}]) for text in texts]
         options["add_bos"] = False
-    if args.no_stream:
-        print(llm.generate(prompt, **options)[0].text)
-    else:
-        print_stream(llm.stream(prompt, **options))
+    if args.prompts_file is None and not args.json:
+        if args.no_stream:
+            print(llm.generate(texts[0], **options)[0].text)
+        else:
+            print_stream(llm.stream(texts[0], **options))
+        return
+    results = llm.generate(texts, batch_size=args.batch_size, **options)
+    for i, (prompt, result) in enumerate(zip(prompts, results, strict=True)):
+        if args.json:
+            where = {} if args.prompts_file is None else {"line": prompt.line}
+            record = {"index": i, **where, "prompt": prompt.text, **asdict(result)}
+            print(json.dumps(record, ensure_ascii=False))
+            continue
+        # Prompts count from 0, as in error messages; blank lines of the file are skipped.
+        preview = prompt.text if len(prompt.text) <= 60 else prompt.text[:59] + "…"
+        if i:
+            print()
+        print(f"### prompt {i} (line {prompt.line}): {preview!r}")
+        print(result.text)
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
@@ -214,6 +238,188 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+# ---- bench --------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from llmhood import bench  # transformers and llama.cpp are imported by its children only
+    from llmhood.registry import resolve
+
+    path = resolve(args.model)
+    if path.is_dir() or path.suffix != ".gguf":
+        raise LLMHoodError(
+            f"llmhood bench needs a .gguf file (all three engines read it); {path} is not one."
+        )
+    engines = bench.ENGINES
+    if args.engines:
+        engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    report = bench.run(
+        path, args.repeat, args.quick, engines, quality=not args.no_quality,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(bench.format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(bench.to_json(report), indent=2) + "\n")
+
+
+# ---- plot ---------------------------------------------------------------------------------
+
+
+def plot_path(args: argparse.Namespace, stem: str) -> Path:
+    """Where the picture goes: --out as a file, or `stem`.<format> inside --out (a directory)
+    or inside plots/."""
+    fmt = args.format
+    out = Path(args.out) if args.out else Path("plots")
+    if args.out is None or out.is_dir() or args.out.endswith(("/", "\\")):
+        return out / f"{stem}.{fmt or 'png'}"
+    suffix = out.suffix.lstrip(".").lower()
+    if not suffix:
+        return out.with_name(f"{out.name}.{fmt or 'png'}")
+    if fmt and suffix != fmt.lower():
+        raise LLMHoodError(
+            f"--out {out} ends in .{suffix} but --format asks for {fmt}; give one or make them "
+            "agree."
+        )
+    return out
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from llmhood import plot  # matplotlib is loaded for this command only
+    from llmhood.plot.figure import token_label
+
+    if args.quantize == "auto":  # plots show the weights themselves, not a packed form
+        args.quantize = "none"
+    llm = load_for(args)
+    kind, name, stem = args.kind, Path(args.model).name, args.kind
+    if kind == "params" and args.synthetic_untied:
+        title = f"Synthetic untied Llama of {name}'s shape (meta device: shapes, no values)"
+        result, stem = plot.plot_params(plot.synthetic_untied(llm.config), title), "params-untied"
+    elif kind == "params":
+        result = plot.plot_params(llm.model, f"{name} (real weights)")
+    elif kind == "rope":
+        result = plot.plot_rope(llm.config, args.position, factor=args.factor)
+    elif kind == "attention":
+        result = plot.plot_attention(llm, args.text, args.layer, args.head)
+        stem = f"attention-layer{args.layer}" + ("" if args.head is None else f"-head{args.head}")
+    elif kind == "logit-lens":
+        result = plot.plot_logit_lens(llm, args.text)
+    elif kind == "residual":
+        result = plot.plot_residual_norms(llm, args.text)
+    else:
+        size = llm.dtype.itemsize
+        weights = llm.model.num_parameters() * size
+        result = plot.plot_kv_cache(llm.config, size, args.max_context, weights, name)
+    path = plot_path(args, stem)
+    # Where --row looks is checked before anything is written, so a typo writes nothing.
+    rows = plot.top_keys(result.table, args.row, args.k) if kind == "attention" and args.row else []
+    print(result.save(path))
+    if args.csv:
+        result.table.to_csv(args.csv)
+    if rows:
+        print(f"the {args.k} keys each head of layer {args.layer} attends to most:")
+    for entry in rows:
+        keys = ", ".join(f"{token_label(t)} {w:.2f}" for _, t, w in entry["keys"])
+        print(f"  {args.row} (position {entry['query_position']}) head {entry['head']}: {keys}")
+
+
+def add_plot_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw the model's insides to a PNG or SVG file")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    def kind_parser(kind: str, help: str, text: bool = False) -> argparse.ArgumentParser:
+        k = kinds.add_parser(kind, help=help, description=help)
+        if text:
+            k.add_argument("text", help="the text to run through the model")
+        add_model_options(k)
+        k.add_argument("--out", default=None, help="file or directory (default: plots/KIND.png)")
+        k.add_argument("--format", default=None, help="png (default) or svg")
+        k.add_argument("--csv", default=None, metavar="PATH", help="also write the numbers")
+        k.set_defaults(func=cmd_plot)
+        return k
+
+    k = kind_parser("params", "parameter counts by module and layer, weight histograms")
+    k.add_argument(
+        "--synthetic-untied", action="store_true",
+        help="count a same-shaped model with an untied output head instead (no weights loaded)",
+    )  # fmt: skip
+    k = kind_parser("rope", "RoPE angles per channel pair, and the scaling schemes")
+    k.add_argument("--position", type=int, default=100, help="the position m (default: 100)")
+    k.add_argument("--factor", type=float, default=4.0, help="context scaling factor (default: 4)")
+    k = kind_parser("attention", "attention weights of one layer as heatmaps", text=True)
+    k.add_argument("--layer", type=int, required=True, help="the layer, from 0")
+    k.add_argument("--head", type=int, default=None, help="one head (default: all, in a grid)")
+    k.add_argument("--row", default=None, metavar="TOKEN", help="print where TOKEN looks most")
+    k.add_argument("-k", type=int, default=3, help="how many keys --row prints (default: 3)")
+    kind_parser("logit-lens", "the top next-token guess after every block", text=True)
+    kind_parser("residual", "the residual stream's norm after every block", text=True)
+    k = kind_parser("kv-cache", "KV-cache memory of MHA, GQA and MQA against context length")
+    k.add_argument("--max-context", type=int, default=None, help="default: the model's context")
+
+
+# ---- experiments --------------------------------------------------------------------------
+
+
+def cmd_long_context(args: argparse.Namespace) -> None:
+    from llmhood.experiments import long_context
+
+    llm = load_for(args)
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    print(
+        f"Reading {args.length} tokens of Python's documentation per scheme ({', '.join(schemes)}),"
+        f" {args.chunk} at a time; trained context {llm.config.max_seq_len}.",
+        file=sys.stderr,
+    )
+    result = long_context.run(llm, args.length, args.chunk, args.bucket, schemes)
+    print(long_context.summary(result))
+    figure = long_context.plot(result, Path(args.model).name)
+    print(figure.save(plot_path(args, "long-context")))
+    if args.csv:
+        figure.table.to_csv(args.csv)
+
+
+def cmd_cope_counting(args: argparse.Namespace) -> None:
+    from llmhood.experiments import cope_counting
+
+    results = cope_counting.run(args.steps, args.layers, args.seed)
+    print(f"k-th last marker, {args.layers} layer(s), {args.steps} steps, chance 0.125")
+    print(cope_counting.table(results))
+
+
+def add_experiment_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="runnable experiments that measure an idea")
+    names = p.add_subparsers(dest="name", required=True, metavar="NAME")
+
+    e = names.add_parser(
+        "long-context",
+        help="perplexity by position past the trained context, with RoPE scaling schemes",
+        description="Perplexity by position on Python's documentation (pydoc_data.topics), "
+        "read past the trained context with no scaling, PI (linear), NTK and YaRN.",
+    )
+    add_model_options(e)
+    e.add_argument("--length", type=int, default=16384, help="tokens to read (default: 16384)")
+    e.add_argument("--chunk", type=int, default=1024, help="tokens per forward (default: 1024)")
+    e.add_argument("--bucket", type=int, default=1024, help="positions per point (default: 1024)")
+    e.add_argument(
+        "--schemes", default="none,linear,ntk,yarn", help="comma-separated (default: all four)"
+    )
+    e.add_argument("--out", default=None, help="picture file or directory (default: plots/)")
+    e.add_argument("--format", default=None, help="png (default) or svg")
+    e.add_argument("--csv", default=None, metavar="PATH", help="also write the numbers")
+    e.set_defaults(func=cmd_long_context)
+
+    e = names.add_parser(
+        "cope-counting",
+        help="CoPE vs RoPE vs no position encoding on finding the k-th last marker",
+        description="Train tiny models from scratch with CoPE, RoPE and no position "
+        "encoding, and score them on a counting task at 1× and 2× the training length.",
+    )
+    e.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
+    e.add_argument("--layers", type=int, default=1, help="layers (default: 1)")
+    e.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    e.set_defaults(func=cmd_cope_counting)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmhood", description="A hand-written Llama you can open up and look inside."
@@ -232,12 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_tokenize)
 
-    p = sub.add_parser("generate", help="continue a prompt (streams by default)")
-    p.add_argument("prompt")
+    p = sub.add_parser("generate", help="continue a prompt (streams by default), or many")
+    p.add_argument("prompt", nargs="?", default=None, help="the text to continue")
     add_model_options(p)
     add_sampling_options(p)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--no-stream", action="store_true", help="print the text when done")
+    p.add_argument(
+        "--prompts-file", default=None, metavar="PATH",
+        help='many prompts: one per line, or JSON Lines with a "prompt" field (.jsonl); '
+        "results are printed per prompt when all are done",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+        help=f"prompts that run together (default: {DEFAULT_BATCH_SIZE})",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt and line")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("chat", help="interactive chat with history")
@@ -249,6 +465,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="load the default model and answer one question")
     add_model_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="speed against transformers and llama.cpp, side by side")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="a model name or a .gguf file")
+    p.add_argument("--repeat", type=int, default=3, help="runs per engine; medians (default: 3)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test, seconds")
+    p.add_argument(
+        "--engines", default=None, metavar="LIST",
+        help="comma-separated subset of: llmhood, llmhood bf16, llmhood fp32, transformers bf16, "
+        "transformers fp32, llama.cpp (default: all)",
+    )  # fmt: skip
+    p.add_argument("--no-quality", action="store_true", help="skip the perplexity table")
+    p.set_defaults(func=cmd_bench)
+
+    add_plot_parser(sub)
+    add_experiment_parser(sub)
     return parser
 
 

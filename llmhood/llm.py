@@ -13,30 +13,22 @@ from pathlib import Path
 
 import torch
 
-from llmhood.errors import LLMHoodError
-from llmhood.generate import Generation, SamplingParams, generate, generate_stream
+from llmhood.generate import (
+    DEFAULT_BATCH_SIZE,
+    Generation,
+    SamplingParams,
+    generate,
+    generate_stream,
+)
 from llmhood.model import ModelConfig, Transformer
+from llmhood.modes import DTYPES as DTYPES
+from llmhood.modes import REFERENCE, Mode, build, choose, requested
 from llmhood.registry import DEFAULT_MODEL, resolve
 from llmhood.tokenizer import BPETokenizer
-from llmhood.weights import read_checkpoint
-from llmhood.weights.checkpoint import build_model
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Tokens that end an assistant turn in the chat formats we know; the model's own EOS is
 # always included.
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|endoftext|>")
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """A torch dtype from its name; "auto" is float32 for now, exact and what tests compare."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.float32
-    if dtype not in DTYPES:
-        raise LLMHoodError(f"Unknown dtype '{dtype}'. Choose one of: auto, {', '.join(DTYPES)}.")
-    return DTYPES[dtype]
 
 
 @dataclass
@@ -45,6 +37,7 @@ class LLM:
     tokenizer: BPETokenizer
     source: str
     load_seconds: float = 0.0
+    mode: Mode = REFERENCE  # how the weights are held and which fast paths run (llmhood.modes)
 
     @property
     def config(self) -> ModelConfig:
@@ -81,6 +74,7 @@ class LLM:
         seed: int | None = 0,
         stop: Sequence[str] = (),
         add_bos: bool | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> list[Generation] | Iterator[tuple[int, str]]:
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -92,12 +86,17 @@ class LLM:
             sampling=sampling,
             stop_token_ids=self.stop_token_ids,
             stop_strings=list(stop),
+            batch_size=batch_size,
         )
         return generate_stream(*args, **kwargs) if stream else generate(*args, **kwargs)
 
     def generate(self, prompts: str | Sequence[str], **options) -> list[Generation]:
-        """One `Generation` per prompt. Options: max_new_tokens, temperature, top_k, top_p,
-        min_p, repetition_penalty, seed, stop (strings), add_bos."""
+        """One `Generation` per prompt, in the order given. Options: max_new_tokens,
+        temperature, top_k, top_p, min_p, repetition_penalty, seed, stop (strings), add_bos,
+        batch_size (prompts that run together; a long list runs in chunks of this size).
+
+        A prompt's result does not depend on which prompts share its batch or on batch_size:
+        see llmhood.generate.generate for what exactly is guaranteed."""
         return self._run(prompts, stream=False, **options)
 
     def stream(self, prompt: str, **options) -> Iterator[str]:
@@ -117,13 +116,24 @@ class LLM:
 
 
 def load(
-    model: str | Path = DEFAULT_MODEL, dtype: str | torch.dtype = "auto", progress: bool = True
+    model: str | Path = DEFAULT_MODEL,
+    dtype: str | torch.dtype = "auto",
+    progress: bool = True,
+    *,
+    quantize: str | None = "auto",
+    fuse: bool | None = None,
+    dense: bool | None = None,
 ) -> LLM:
-    """Load a model by name ("smollm2-135m"), or from a .gguf file, an HF or a Meta directory."""
+    """Load a model by name ("smollm2-135m"), or from a .gguf file, an HF or a Meta directory.
+
+    By default (dtype and quantize "auto") the fastest mode this machine runs whose
+    perplexity stays within 2% of float32's is chosen (llmhood.modes; the first load of a
+    file measures it, later loads remember). dtype="float32" is the exact reference path.
+    quantize: "int4", "int8" or None; fuse: fused q/k/v and gate/up projections; dense:
+    int4 only, also keep bf16 weights for prefill and batches.
+    """
     start = time.perf_counter()
-    torch_dtype = resolve_dtype(dtype)
-    checkpoint = read_checkpoint(resolve(model), progress=progress)
-    if checkpoint.tokenizer is None:
-        raise LLMHoodError(f"{checkpoint.source} has no tokenizer; llmhood needs one to run it.")
-    net = build_model(checkpoint, torch_dtype).eval()
-    return LLM(net, checkpoint.tokenizer, checkpoint.source, time.perf_counter() - start)
+    path = resolve(model)
+    mode = choose(path, requested(dtype, quantize, fuse, dense), progress)
+    net, checkpoint = build(path, mode, progress)
+    return LLM(net, checkpoint.tokenizer, checkpoint.source, time.perf_counter() - start, mode)

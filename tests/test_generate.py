@@ -1,9 +1,12 @@
 """The generation loop on a tiny random model: the cached, batched, left-padded loop must
 pick exactly the tokens that a plain full recompute picks for each prompt alone."""
 
+from functools import partial
+
 import pytest
 import torch
 from fake_tokenizer import FakeByteTokenizer
+from forward_spy import forward_shapes
 
 from llmhood.errors import LLMHoodError
 from llmhood.generate import SamplingParams, generate, generate_stream
@@ -80,6 +83,15 @@ def test_streaming_leaves_inference_mode_off_between_pieces(model, tok):
     pieces = generate_stream(model, tok, [tok.encode("Hi")], 5, GREEDY, set())
     next(pieces)
     assert not torch.is_inference_mode_enabled()
+
+
+def test_last_only_logits_equal_the_last_column(model, tok):
+    tokens = torch.tensor([tok.encode("Hello, world"), tok.encode("Hola, mundo!")])
+    with torch.no_grad():
+        full = model(tokens)
+        last = model(tokens, last_only=True)
+    assert last.shape == (2, 1, 300)
+    torch.testing.assert_close(last, full[:, -1:], rtol=0, atol=1e-5)
 
 
 def first_new_token_at(ids: list[int], start: int) -> int:
@@ -173,3 +185,40 @@ def test_bad_requests_are_refused_with_clear_errors(model, tok):
     assert "Prompt 1 is empty" in error_for(model, tok, [[1], []])
     assert "token id 300" in error_for(model, tok, [[1, 300]])
     assert "top_p=0" in error_for(model, tok, [[1]], sampling=SamplingParams(top_p=0))
+
+
+def test_finished_rows_leave_the_batch(model, tok):
+    prompts = [tok.encode(t) for t in TEXTS]  # 12, 2 and 25 tokens: row 2 is the widest
+    free = [g.token_ids for g in generate(model, tok, prompts, 30, GREEDY, set())]
+    # A token that ends the longest row at step k and never occurs in the other rows.
+    k = next(j for j in range(1, 30) if free[2][j] not in free[0] + free[1] + free[2][:j])
+    run = partial(generate, model, tok, prompts, 30, GREEDY, {free[2][k]})
+    results, shapes = forward_shapes(model, run)
+    assert [g.token_ids for g in results] == [free[0], free[1], free[2][:k]]
+    # Each prompt's prefill alone (longest first), then one pass per step until step 28
+    # (step 29 is the last token). The pass after step k runs the two live rows only, and
+    # without the 13 slots that only the finished row needed (25 - 12 tokens of padding).
+    prefills = [(1, 25), (1, 12), (1, 2)]
+    decode = [(3, 26 + s) for s in range(k)] + [(2, 26 + s - 13) for s in range(k, 29)]
+    assert shapes == prefills + decode
+
+
+def test_batch_size_splits_the_prompts_and_keeps_their_order(model, tok):
+    prompts = [tok.encode(t) for t in TEXTS]
+    sampled = SamplingParams(temperature=1.0, top_p=0.95, seed=3)
+    for sampling in (GREEDY, sampled):
+        everything = generate(model, tok, prompts, 20, sampling, set())
+        for batch_size in (1, 2):
+            run = partial(generate, model, tok, prompts, 20, sampling, set(), (), batch_size)
+            results, shapes = forward_shapes(model, run)
+            assert results == everything
+            assert max(rows for rows, _ in shapes) <= batch_size
+        # Longest prompts first: the prompts of 25 and 12 tokens share the first batch (two
+        # prefills, then 19 decode passes of two rows); the 2-token prompt comes alone.
+        assert shapes[:3] == [(1, 25), (1, 12), (2, 26)] and shapes[21:23] == [(1, 2), (1, 3)]
+
+
+@pytest.mark.parametrize("batch_size", [0, -2])
+def test_batch_size_below_one_is_refused(model, tok, batch_size):
+    with pytest.raises(LLMHoodError, match=f"batch_size={batch_size} is invalid"):
+        generate(model, tok, [[1]], 5, GREEDY, set(), (), batch_size)

@@ -5,23 +5,44 @@ loop: run, pick a token, append it, run again. Re-running the whole sequence eac
 costs O(n²); with the KV cache (llmhood.model.kv_cache) each step runs only the newest
 token. So there are two phases:
 
-* **prefill** — all prompt tokens in one forward pass, which fills the cache and gives
-  the logits for the first new token;
+* **prefill** — all of a prompt's tokens in one forward pass, which fills the cache and
+  gives the logits for the first new token;
 * **decode** — one forward pass per new token, reading earlier keys/values from the cache.
 
-Prompts of different lengths share a batch by *left* padding: every prompt then ends in
-the same column, so each row's next token is written to the same cache slot and the last
-column always holds every row's newest logits. Two things keep the padding invisible:
-`key_padding` stops real tokens from attending to pad slots, and per-row `positions`
-start at 0 at each prompt's first real token, so RoPE sees the same positions as for the
-prompt alone. Rows finish on their own (end-of-sequence token, stop string or length);
-a finished row stops producing tokens and the loop ends when every row has finished.
+Prompts of different lengths share a batch by *left* padding the cache. Each prompt is
+prefilled alone (in a padded batch every pad slot is computed like a token: for prompts
+of 1 to 300 tokens, often more than half the work) and its keys and values are
+placed at the end of its row, so every row ends in the same slot: each step writes every
+row's new token to the same slot, and one forward pass decodes all rows. Two things keep
+the padding invisible: `key_padding` stops tokens from attending to pad slots, and
+per-row `positions` continue from each prompt's own length, so RoPE sees the positions it
+sees for the prompt alone. Rows finish on their own (end-of-sequence token, stop string
+or length). A finished row leaves the batch: its rows of the KV cache are dropped, and so
+are the leading slots that were padding in every row still running, so that each later
+step computes only for live rows. A long prompt list runs in chunks of `batch_size`
+prompts, longest first, so that prompts of similar length share a chunk and pad little.
+
+What batching guarantees. Sampling draws each row from its own generator, seeded by
+(seed, the prompt's index in the caller's list), so a prompt's random numbers do not
+depend on the other prompts, on batch_size or on the sorting. The prefill is the prompt's
+prefill alone, bit for bit, so the first new token is always the one it gets alone. Each
+decode step computes for every row the same function as for the prompt alone, but not
+the same float32 rounding: CPU kernels choose their order of summation by shape (MKL
+multiplies one row, and most row counts below 12, with other kernels than larger
+products; the fused attention kernel's blocked reductions run over the padding slots
+too). So a row's logits in a batch differ from its logits alone in the last bits: by
+about 1e-4 at most on SmolLM2, whose logits are of order 10. Greedy and seeded sampled
+tokens are therefore identical to the prompt alone unless two candidates lie within that
+rounding noise; tests/test_batching.py checks 10 prompts of 1 to about 300 tokens, token
+for token. Bit-exact decoding would need kernels that sum in one fixed order whatever the
+shape, e.g. every matrix product padded to at least 12 rows, which makes single-prompt
+decoding about 3× slower on a CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import torch
@@ -32,6 +53,11 @@ from llmhood.generate.streaming import ByteTokenizer, StreamDecoder
 from llmhood.model import Transformer
 
 FinishReason = Literal["stop", "length", "eos"]
+
+# Prompts that run together unless the caller says otherwise: enough rows to keep the
+# matrix kernels busy, few enough that their KV cache fits in memory (SmolLM2 keeps 45 KiB
+# per token: 16 prompts filling its 8192-token context take almost 6 GiB).
+DEFAULT_BATCH_SIZE = 16
 
 
 class Tokenizer(ByteTokenizer, Protocol):
@@ -54,6 +80,7 @@ class Generation:
 class _Row:
     """One prompt's progress through the loop."""
 
+    index: int  # in the caller's prompt list: names the row in results and seeds its sampler
     ids: list[int]  # prompt + new tokens, as the repetition penalty sees them
     prompt_tokens: int
     decoder: StreamDecoder
@@ -93,6 +120,16 @@ class _Batch:
     sampling: SamplingParams
     stop_ids: set[int]
 
+    def chunks(self, batch_size: int) -> Iterator[_Batch]:
+        """Sub-batches of at most `batch_size` rows, longest prompts first.
+
+        Sorting puts prompts of similar length together, so a chunk pads little. It changes
+        which prompts share a chunk, never a row's name or sampler: both come from `index`.
+        """
+        rows = sorted(self.rows, key=lambda row: -row.prompt_tokens)
+        for start in range(0, len(rows), batch_size):
+            yield replace(self, rows=rows[start : start + batch_size])
+
 
 def generate_stream(
     model: Transformer,
@@ -102,17 +139,20 @@ def generate_stream(
     sampling: SamplingParams,
     stop_token_ids: set[int],
     stop_strings: Sequence[str] = (),
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Iterator[tuple[int, str]]:
-    """Generate for every prompt at once, yielding (row, text piece) as text becomes final.
+    """Generate for every prompt, yielding (row, text piece) as text becomes final.
 
     `row` indexes `prompt_ids`. Generation of a row ends at a token in `stop_token_ids` or
     the tokenizer's EOS, at a stop string (which is not shown), or after `max_new_tokens`.
+    At most `batch_size` prompts run together; the next chunk starts when one has finished.
     Arguments are checked here, before the first token, not when iteration starts.
     """
     batch = _start(
         model, tokenizer, prompt_ids, max_new_tokens, sampling, stop_token_ids, stop_strings
     )
-    return _run(model, batch)
+    check_batch_size(batch_size)
+    return _run_chunks(model, batch, batch_size)
 
 
 def generate(
@@ -123,14 +163,25 @@ def generate(
     sampling: SamplingParams,
     stop_token_ids: set[int],
     stop_strings: Sequence[str] = (),
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[Generation]:
     """`generate_stream`, run to the end: one Generation per prompt, in prompt order."""
     batch = _start(
         model, tokenizer, prompt_ids, max_new_tokens, sampling, stop_token_ids, stop_strings
     )
-    for _ in _run(model, batch):
+    check_batch_size(batch_size)
+    for _ in _run_chunks(model, batch, batch_size):
         pass
     return [row.generation() for row in batch.rows]
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Public, so that the CLI can refuse a bad --batch-size before it loads a model."""
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise LLMHoodError(
+            f"batch_size={batch_size!r} is invalid: it is the number of prompts that run "
+            "together and must be a whole number of at least 1."
+        )
 
 
 def _start(
@@ -177,8 +228,8 @@ def _start(
                 f"{vocab - 1}: the tokenizer does not belong to this model."
             )
     rows = [
-        _Row(list(prompt), len(prompt), StreamDecoder(tokenizer, stop_strings))
-        for prompt in prompt_ids
+        _Row(i, list(prompt), len(prompt), StreamDecoder(tokenizer, stop_strings))
+        for i, prompt in enumerate(prompt_ids)
     ]
     stop_ids = set(stop_token_ids)
     if tokenizer.eos_id is not None:
@@ -186,9 +237,14 @@ def _start(
     return _Batch(rows, max_new_tokens, sampling, stop_ids)
 
 
+def _run_chunks(model: Transformer, batch: _Batch, batch_size: int) -> Iterator[tuple[int, str]]:
+    for chunk in batch.chunks(batch_size):
+        yield from _run(model, chunk)
+
+
 def _run(model: Transformer, batch: _Batch) -> Iterator[tuple[int, str]]:
-    """The generation loop shared by `generate` and `generate_stream`."""
-    rows = batch.rows
+    """The prefill/decode loop for one batch; yields (row index, text piece)."""
+    rows = batch.rows  # the rows still generating; finished ones leave it
     device = model.tok_embeddings.weight.device
     lengths = torch.tensor([row.prompt_tokens for row in rows], device=device)  # (bs,)
     width = int(lengths.max())
@@ -196,25 +252,40 @@ def _run(model: Transformer, batch: _Batch) -> Iterator[tuple[int, str]]:
     total = width + batch.max_new_tokens
     # True for real tokens: a row's slots from its first prompt token on, new tokens included.
     key_padding = torch.arange(total, device=device)[None, :] >= pad[:, None]  # (bs, total)
-    tokens = torch.zeros(len(rows), width, dtype=torch.long, device=device)  # (bs, width)
-    for i, row in enumerate(rows):
-        tokens[i, width - row.prompt_tokens :] = torch.tensor(row.ids, device=device)
-    positions = (torch.arange(width, device=device)[None, :] - pad[:, None]).clamp(min=0)
-    generators = row_generators(batch.sampling.seed, len(rows), device)
+    generators = row_generators(batch.sampling.seed, [row.index for row in rows], device)
     cache = model.new_cache(len(rows), total)
 
+    # Prefill one prompt at a time, without padding. Batching pays off in decode, where a
+    # step reads all the weights whether it computes one row or many.
+    first_logits = []
     with torch.inference_mode():
-        logits = model(tokens, positions, cache, key_padding[:, :width])[:, -1]  # (bs, V)
+        for i, row in enumerate(rows):
+            alone = model.new_cache(1, row.prompt_tokens)
+            ids = torch.tensor([row.ids], device=device)  # (1, prompt_tokens)
+            first_logits.append(model(ids, cache=alone, last_only=True)[:, -1])  # (1, V)
+            cache.fill_row(i, alone, end=width)
+    cache.advance(width)
+    logits = torch.cat(first_logits)  # (bs, V)
     for step in range(batch.max_new_tokens):
         next_ids = sample(logits, batch.sampling, generators, [row.ids for row in rows])  # (bs,)
-        for i, (row, token) in enumerate(zip(rows, next_ids.tolist(), strict=True)):
-            if row.finish_reason is None:
-                piece = row.add(token, batch.stop_ids, batch.max_new_tokens)
-                if piece:
-                    yield i, piece
-        if all(row.finish_reason is not None for row in rows):
+        for row, token in zip(rows, next_ids.tolist(), strict=True):
+            piece = row.add(token, batch.stop_ids, batch.max_new_tokens)
+            if piece:
+                yield row.index, piece
+        live = [i for i, row in enumerate(rows) if row.finish_reason is None]
+        if not live:
             return
-        # Finished rows still run (their output is ignored) so that the batch keeps its shape.
+        if len(live) < len(rows):
+            # Drop the finished rows, so that every later step computes for live rows only,
+            # and the leading slots that are padding in every row still live.
+            keep = torch.tensor(live, device=device)
+            rows = [rows[i] for i in live]
+            if generators is not None:
+                generators = [generators[i] for i in live]
+            next_ids, lengths, key_padding = next_ids[keep], lengths[keep], key_padding[keep]
+            unused = int((~key_padding).sum(dim=1).min())  # the smallest live row's padding
+            cache.keep_rows(keep, unused)
+            key_padding = key_padding[:, unused:]
         with torch.inference_mode():
             logits = model(
                 next_ids[:, None],

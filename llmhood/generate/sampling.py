@@ -23,6 +23,7 @@ not depend on which other prompts share its batch or on the batch size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,18 +184,20 @@ def filter_logits(
 
 
 def row_generators(
-    seed: int | None, rows: int, device: torch.device | str = "cpu"
+    seed: int | None, rows: int | Sequence[int], device: torch.device | str = "cpu"
 ) -> list[torch.Generator] | None:
     """One random generator per prompt, or None to use torch's global random state.
 
+    rows: each row's index in the caller's prompt list, or a count n for rows 0 .. n-1.
     Row i's seed is derived from (seed, i) with numpy's SeedSequence, which is built to
     turn one user seed into many statistically independent streams; seed + i would make
     seed 1's row 0 replay seed 0's row 1.
     """
     if seed is None:
         return None
+    indices = range(rows) if isinstance(rows, int) else rows
     generators = []
-    for row in range(rows):
+    for row in indices:
         row_seed = int(np.random.SeedSequence([seed, row]).generate_state(1, np.uint64)[0])
         generators.append(torch.Generator(device=device).manual_seed(row_seed))
     return generators

@@ -17,6 +17,12 @@ the KV cache by that factor (3× for SmolLM2) at little cost in quality (Ainslie
   matrix kept around); `enable_gqa` lets it broadcast the KV heads itself.
 
 `Attention.impl` switches between them; tests hold the two equal.
+
+Position enters through `config.position_encoding`: "rope" rotates q and k before the
+scores; "cope" adds contextual position logits to the scores (cope.py). CoPE's gates are
+computed from the score matrix itself, so a layer with CoPE always takes the explicit
+path: the fused kernel would need that matrix as an additive mask and so save nothing.
+"none" leaves attention only the causal mask to infer order from.
 """
 
 from __future__ import annotations
@@ -29,15 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmhood.model.config import ModelConfig
+from llmhood.model.cope import CoPE
 from llmhood.model.kv_cache import KVCache
 from llmhood.model.rope import RoPE
 
 AttentionImpl = Literal["sdpa", "explicit"]
 
 
-def causal_mask(
-    q_len: int, kv_len: int, key_padding: torch.Tensor | None = None
-) -> torch.Tensor:
+def causal_mask(q_len: int, kv_len: int, key_padding: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean mask, True where a query may attend: (bs or 1, 1, q_len, kv_len).
 
     The q_len queries are the last q_len of the kv_len positions (earlier ones are in the
@@ -55,26 +60,40 @@ def causal_mask(
 
 
 def explicit_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    cope: CoPE | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q·kᵀ/√d + mask)·v, written out.
+    """softmax(q·kᵀ/√d + mask)·v, written out; with `cope`, its logits join the scores.
 
     q: (bs, n_heads, q_len, head_dim); k, v: (bs, n_kv_heads, kv_len, head_dim);
     mask: (bs or 1, 1, q_len, kv_len) bool.
     Returns the output (bs, n_heads, q_len, head_dim) and the weights
-    (bs, n_heads, q_len, kv_len).
+    (bs, n_heads, q_len, kv_len), both in q's dtype.
+
+    The arithmetic is float32 whatever the model's dtype: a bf16 model then loses nothing
+    in its scores, and on a CPU the float32 matmuls of these small per-head matrices are
+    also faster than bf16 ones, whose kernels have a larger fixed cost per call.
     """
     bs, n_heads, q_len, head_dim = q.shape
     n_kv_heads = k.shape[1]
     group = n_heads // n_kv_heads
     qg = q.view(bs, n_kv_heads, group, q_len, head_dim)
-    scores = qg @ k[:, :, None].transpose(-2, -1) / math.sqrt(head_dim)  # (bs, kv, g, q, kv_len)
-    scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
-    weights = torch.softmax(scores.float(), dim=-1).type_as(q)
-    out = weights @ v[:, :, None]  # (bs, n_kv_heads, group, q_len, head_dim)
+    # A group's queries are stacked as the rows of one matrix per KV head, so K and V are
+    # read as they are: broadcasting them over the group would copy them `group` times.
+    rows = (bs, n_kv_heads, group * q_len, -1)
+    scores = q.float().reshape(rows) @ k.float().transpose(-2, -1)
+    scores = scores.view(bs, n_kv_heads, group, q_len, -1) / math.sqrt(head_dim)
+    scores = scores.masked_fill(~mask[:, :, None], float("-inf"))  # (bs, kv, g, q, kv_len)
+    if cope is not None:
+        scores = scores + cope(qg, scores)
+    weights = torch.softmax(scores, dim=-1)
+    out = weights.reshape(rows) @ v.float()  # (bs, n_kv_heads, group * q_len, head_dim)
     return (
-        out.view(bs, n_heads, q_len, head_dim),
-        weights.view(bs, n_heads, q_len, -1),
+        out.view(bs, n_heads, q_len, head_dim).type_as(q),
+        weights.view(bs, n_heads, q_len, -1).type_as(q),
     )
 
 
@@ -89,6 +108,12 @@ class Attention(nn.Module):
         self.wk = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(config.n_heads * self.head_dim, config.dim, bias=False)
+        # [W_q; W_k; W_v] as one matrix when set (llmhood.model.fusion); None: the plain path.
+        self.wqkv: nn.Module | None = None
+        self.rotary = config.position_encoding == "rope"
+        self.cope = (
+            CoPE(config.cope_npos, self.head_dim) if config.position_encoding == "cope" else None
+        )
         self.impl: AttentionImpl = "sdpa"
         # When True, the explicit path runs and its weights are kept in `last_weights`.
         self.capture_weights = False
@@ -103,17 +128,25 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         bs, seqlen, _ = x.shape  # x: (bs, seqlen, dim)
-        q = self.wq(x).view(bs, seqlen, self.n_heads, self.head_dim)
-        k = self.wk(x).view(bs, seqlen, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(bs, seqlen, self.n_kv_heads, self.head_dim)
-        q, k = rope.rotate(q, rope_table), rope.rotate(k, rope_table)
+        if self.wqkv is None:
+            q = self.wq(x).view(bs, seqlen, self.n_heads, self.head_dim)
+            k = self.wk(x).view(bs, seqlen, self.n_kv_heads, self.head_dim)
+            v = self.wv(x).view(bs, seqlen, self.n_kv_heads, self.head_dim)
+            if self.rotary:
+                q, k = rope.rotate(q, rope_table), rope.rotate(k, rope_table)
+        else:  # q's and k's heads are neighbours in one output: one rotation serves both
+            qkv = self.wqkv(x).view(bs, seqlen, -1, self.head_dim)
+            qk, v = qkv.split([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
+            if self.rotary:
+                qk = rope.rotate(qk, rope_table)
+            q, k = qk.split([self.n_heads, self.n_kv_heads], dim=2)
 
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (bs, heads, seqlen, head_dim)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (bs, n_kv_heads, kv_len, head_dim)
 
-        if self.impl == "explicit" or self.capture_weights:
-            out, weights = explicit_attention(q, k, v, mask)
+        if self.impl == "explicit" or self.capture_weights or self.cope is not None:
+            out, weights = explicit_attention(q, k, v, mask, self.cope)
             self.last_weights = weights if self.capture_weights else None
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)

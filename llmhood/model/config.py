@@ -5,16 +5,26 @@ Three formats describe the same Llama architecture with different keys: GGUF met
 `params.json` (`dim`). Each constructor below translates one of them, so the model code
 only ever sees `ModelConfig`. Meta's `params.json` gives no FFN width directly: it is
 derived from `dim`, `multiple_of` and `ffn_dim_multiplier` exactly as Meta's code does.
+
+RoPE scaling (`RopeScaling`, see rope_scaling.py) is spelled three ways too: a
+`rope_scaling`/`rope_parameters` dict in `config.json`, `llama.rope.scaling.*` keys in
+GGUF, and a bare `use_scaled_rope` flag in Meta's `params.json` that stands for Llama
+3.1's values. `position_encoding` chooses RoPE (every checkpoint format), CoPE or none;
+the last two exist for models trained here (see cope.py) and only our params.json
+records them.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from llmhood.errors import LLMHoodError
+from llmhood.model.rope_scaling import META_LLAMA3, RopeScaling, ntk_base
 
 RopeStyle = Literal["interleaved", "half"]
+PositionEncoding = Literal["rope", "cope", "none"]
+POSITION_ENCODINGS: tuple[str, ...] = get_args(PositionEncoding)
 
 
 @dataclass
@@ -27,12 +37,18 @@ class ModelConfig:
     hidden_dim: int = 1536  # inner width of the SwiGLU feed-forward
     norm_eps: float = 1e-5  # RMSNorm epsilon
     rope_theta: float = 100000.0  # RoPE base: frequencies are theta^(-2i/head_dim)
-    max_seq_len: int = 8192  # context length the model was trained for
+    max_seq_len: int = 8192  # usable context; with rope_scaling, the stretched one
     tie_embeddings: bool = True  # output head shares the token-embedding matrix
     # How q/k channels are paired for RoPE. "interleaved" pairs (0,1),(2,3),... (Meta, GGUF);
     # "half" pairs (i, i + head_dim/2) (Hugging Face). The same weights work in either form
     # once their q/k rows are permuted; see llmhood.model.rope.
     rope_style: RopeStyle = "interleaved"
+    # None is plain RoPE; otherwise the frequencies are stretched for longer contexts.
+    rope_scaling: RopeScaling | None = None
+    # "rope" rotates q/k; "cope" adds contextual position logits instead (cope.py);
+    # "none" gives attention no position signal beyond the causal mask.
+    position_encoding: PositionEncoding = "rope"
+    cope_npos: int = 64  # CoPE: learned positions 0 .. cope_npos - 1; larger counts clamp
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unparsed source keys
 
     def __post_init__(self) -> None:
@@ -44,7 +60,28 @@ class ModelConfig:
                 "grouped-query attention needs each KV head to serve a whole group of query heads."
             )
         if self.rope_style not in ("interleaved", "half"):
-            raise LLMHoodError(f"rope_style must be 'interleaved' or 'half', not {self.rope_style!r}.")
+            raise LLMHoodError(
+                f"rope_style must be 'interleaved' or 'half', not {self.rope_style!r}."
+            )
+        if self.position_encoding not in POSITION_ENCODINGS:
+            raise LLMHoodError(
+                f"position_encoding must be one of {', '.join(POSITION_ENCODINGS)}, not "
+                f"{self.position_encoding!r}."
+            )
+        if not (isinstance(self.cope_npos, int) and self.cope_npos >= 1):
+            raise LLMHoodError(f"cope_npos must be a positive integer, not {self.cope_npos!r}.")
+        if self.rope_scaling is not None:
+            if not isinstance(self.rope_scaling, RopeScaling):
+                raise LLMHoodError(
+                    "rope_scaling must be a llmhood.model.rope_scaling.RopeScaling or None, not "
+                    f"{type(self.rope_scaling).__name__}; build one with RopeScaling(kind=..., "
+                    "factor=...)."
+                )
+            if self.position_encoding != "rope":
+                raise LLMHoodError(
+                    f"rope_scaling is set but position_encoding is {self.position_encoding!r}; "
+                    "scaling changes RoPE's frequencies, so it needs position_encoding='rope'."
+                )
 
     @property
     def head_dim(self) -> int:
@@ -69,7 +106,9 @@ class ModelConfig:
         def key(name: str, default: Any = None) -> Any:
             value = metadata.get(f"llama.{name}", default)
             if value is None:
-                raise LLMHoodError(f"The GGUF metadata lacks 'llama.{name}'; the file is incomplete.")
+                raise LLMHoodError(
+                    f"The GGUF metadata lacks 'llama.{name}'; the file is incomplete."
+                )
             return value
 
         n_heads = int(key("attention.head_count"))
@@ -86,6 +125,7 @@ class ModelConfig:
             max_seq_len=int(key("context_length", 2048)),
             tie_embeddings=not has_output_tensor,
             rope_style="interleaved",
+            rope_scaling=RopeScaling.from_gguf(metadata),
         )
 
     # ---- Hugging Face ---------------------------------------------------------------------
@@ -95,22 +135,20 @@ class ModelConfig:
         model_type = config.get("model_type", "llama")
         if model_type != "llama":
             raise LLMHoodError(
-                f"config.json describes a '{model_type}' model; llmhood runs model_type 'llama' only."
-            )
-        if config.get("rope_scaling"):
-            raise LLMHoodError(
-                f"config.json asks for RoPE scaling {config['rope_scaling']!r}, which llmhood does not "
-                "support yet; remove 'rope_scaling' to run the model at its original context length."
+                f"config.json describes a '{model_type}' model; llmhood runs model_type 'llama' "
+                "only."
             )
         n_heads = config["num_attention_heads"]
         known = {
             "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "vocab_size", "intermediate_size", "rms_norm_eps", "rope_theta",
-            "max_position_embeddings", "tie_word_embeddings",
+            "max_position_embeddings", "tie_word_embeddings", "rope_scaling", "rope_parameters",
         }  # fmt: skip
-        rope_theta = config.get("rope_theta") or (config.get("rope_parameters") or {}).get(
-            "rope_theta", 10000.0
-        )
+        # transformers 4 writes `rope_scaling` beside `rope_theta`; 5 writes both inside
+        # `rope_parameters`, with rope_type "default" for plain RoPE.
+        rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+        rope_theta = config.get("rope_theta") or rope.get("rope_theta", 10000.0)
+        max_seq_len = config.get("max_position_embeddings", 2048)
         return cls(
             dim=config["hidden_size"],
             n_layers=config["num_hidden_layers"],
@@ -120,14 +158,39 @@ class ModelConfig:
             hidden_dim=config["intermediate_size"],
             norm_eps=config.get("rms_norm_eps", 1e-6),
             rope_theta=float(rope_theta),
-            max_seq_len=config.get("max_position_embeddings", 2048),
+            max_seq_len=max_seq_len,
             tie_embeddings=bool(config.get("tie_word_embeddings", False)),
             rope_style="half",
+            rope_scaling=RopeScaling.from_hf(rope, max_seq_len),
             extra={k: v for k, v in config.items() if k not in known},
         )
 
     def to_hf(self, **token_ids: int | None) -> dict[str, Any]:
-        """A `config.json` for transformers' LlamaForCausalLM (rope_style must then be "half")."""
+        """A `config.json` for transformers' LlamaForCausalLM (rope_style must then be "half").
+
+        Static NTK scaling has no rope_type in transformers, but it is plain RoPE on a larger
+        base, so it is written as that base: the model is the same, the label is lost.
+        """
+        if self.position_encoding != "rope":
+            raise LLMHoodError(
+                f"This model uses position_encoding={self.position_encoding!r}, which "
+                "transformers' Llama cannot run; save it as a Meta checkpoint instead."
+            )
+        rope_theta, scaling = self.rope_theta, self.rope_scaling
+        if scaling is not None and scaling.kind == "ntk":
+            rope_theta, scaling = ntk_base(self.head_dim, rope_theta, scaling.factor), None
+        if (
+            scaling is not None
+            and scaling.kind == "dynamic_ntk"
+            and scaling.original_max_position_embeddings != self.max_seq_len
+        ):
+            raise LLMHoodError(
+                "transformers' dynamic RoPE scaling takes the trained context length from "
+                f"max_position_embeddings, but this model's is {self.max_seq_len} while its "
+                f"scaling says {scaling.original_max_position_embeddings}; set max_seq_len to "
+                "the trained length before saving."
+            )
+        rope_scaling = {} if scaling is None else {"rope_scaling": scaling.to_hf()}
         return {
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",
@@ -139,7 +202,8 @@ class ModelConfig:
             "vocab_size": self.vocab_size,
             "intermediate_size": self.hidden_dim,
             "rms_norm_eps": self.norm_eps,
-            "rope_theta": self.rope_theta,
+            "rope_theta": rope_theta,
+            **rope_scaling,
             "max_position_embeddings": self.max_seq_len,
             "tie_word_embeddings": self.tie_embeddings,
             "hidden_act": "silu",
@@ -169,11 +233,11 @@ class ModelConfig:
             vocab = vocab_size
         if vocab is None:
             raise LLMHoodError("params.json has no vocab_size and no tokenizer gave one.")
-        if params.get("use_scaled_rope"):
-            raise LLMHoodError(
-                "params.json sets use_scaled_rope (Llama 3.1 RoPE scaling), which llmhood does not "
-                "support yet."
-            )
+        rope_scaling = None
+        if params.get("rope_scaling"):  # llmhood's own spelling, written by to_meta
+            rope_scaling = RopeScaling.from_dict(params["rope_scaling"])
+        elif params.get("use_scaled_rope"):
+            rope_scaling = RopeScaling("llama3", **META_LLAMA3)
         return cls(
             dim=dim,
             n_layers=params["n_layers"],
@@ -186,10 +250,23 @@ class ModelConfig:
             max_seq_len=params.get("max_seq_len", 2048),
             tie_embeddings=bool(params.get("tie_embeddings", False)),
             rope_style="interleaved",
+            rope_scaling=rope_scaling,
+            position_encoding=params.get("position_encoding", "rope"),
+            cope_npos=params.get("cope_npos", 64),
         )
 
     def to_meta(self) -> dict[str, Any]:
-        """A `params.json`; `hidden_dim` and `tie_embeddings` are llmhood's additions."""
+        """A `params.json`; `hidden_dim` and `tie_embeddings` are llmhood's additions, and so
+        are `rope_scaling` (other than Llama 3.1's, which Meta spells `use_scaled_rope`),
+        `position_encoding` and `cope_npos` when they are not the defaults."""
+        additions: dict[str, Any] = {}
+        if self.rope_scaling == RopeScaling("llama3", **META_LLAMA3):
+            additions["use_scaled_rope"] = True
+        elif self.rope_scaling is not None:
+            additions["rope_scaling"] = asdict(self.rope_scaling)
+        if self.position_encoding != "rope":
+            additions["position_encoding"] = self.position_encoding
+            additions["cope_npos"] = self.cope_npos
         return {
             "dim": self.dim,
             "n_layers": self.n_layers,
@@ -201,6 +278,7 @@ class ModelConfig:
             "rope_theta": self.rope_theta,
             "max_seq_len": self.max_seq_len,
             "tie_embeddings": self.tie_embeddings,
+            **additions,
         }
 
     def as_dict(self) -> dict[str, Any]:

@@ -6,6 +6,11 @@ stored. The cache is preallocated for the whole generation (prompt + new tokens)
 avoid re-allocating and copying a growing tensor at every step. All rows of a batch share
 one write position: a left-padded batch keeps its rows aligned in the cache, while each
 row's RoPE positions are tracked separately by the caller.
+
+Generation fills a batch's cache one prompt at a time (`fill_row`): a prompt's keys and
+values, computed alone, go to the end of its row, so that every row ends in the same slot.
+A batch can shrink mid-generation (`keep_rows`): once a row has finished, carrying its
+keys and values along would make every later step compute for it too.
 """
 
 from __future__ import annotations
@@ -47,3 +52,27 @@ class KVCache:
     def advance(self, n: int) -> None:
         """Called once per forward pass, after every layer has written its n new positions."""
         self.length += n
+
+    def fill_row(self, row: int, alone: KVCache, end: int) -> None:
+        """Copy the slots a one-row cache holds into batch row `row`, ending before `end`.
+
+        The slots before them stay as they are; the caller masks them as padding.
+        """
+        n = alone.length
+        self.k[:, row, :, end - n : end] = alone.k[:, 0, :, :n]
+        self.v[:, row, :, end - n : end] = alone.v[:, 0, :, :n]
+
+    def keep_rows(self, rows: torch.Tensor, first_slot: int = 0) -> None:
+        """Keep only the batch rows `rows` (1-D int64), and only slots `first_slot` onwards.
+
+        Slots before `first_slot` must be padding in every kept row: after the longest
+        prompts have finished, the leading columns that only they needed would otherwise
+        stay in every attention step. Copies once, into a cache of the smaller shape.
+        """
+        if not 0 <= first_slot <= self.length:
+            raise ValueError(f"first_slot={first_slot} is outside the {self.length} stored slots.")
+        # (n_layers, len(rows), n_kv_heads, max_len - first_slot, head_dim)
+        self.k = self.k[:, rows, :, first_slot:].contiguous()
+        self.v = self.v[:, rows, :, first_slot:].contiguous()
+        self.max_len -= first_slot
+        self.length -= first_slot

@@ -20,6 +20,11 @@ The two are the same model once the rows of W_q and W_k are permuted inside each
 applies exactly this permutation to Meta's weights, and llama.cpp applies the inverse
 when it writes GGUF. A model loaded from GGUF or a Meta checkpoint therefore runs the
 complex form on its weights as stored, and one loaded from Hugging Face runs the real form.
+
+Which frequencies θ_i to use is a separate question, answered in rope_scaling.py: plain
+RoPE, or one of the schemes that stretch them for contexts longer than the trained one.
+A scheme may also scale the rotation's magnitude (YaRN's temperature); both forms carry
+that scale in their table, so every rotated q and k is multiplied by it.
 """
 
 from __future__ import annotations
@@ -27,13 +32,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmhood.model.config import RopeStyle
-
-
-def inverse_frequencies(head_dim: int, theta: float) -> torch.Tensor:
-    """θ_i = theta^(-2i/head_dim) for each channel pair i. Shape (head_dim // 2,), float32."""
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
-    return 1.0 / (theta**exponents)
+from llmhood.model.config import ModelConfig, RopeStyle
+from llmhood.model.rope_scaling import RopeScaling, scaled_frequencies
+from llmhood.model.rope_scaling import inverse_frequencies as inverse_frequencies
 
 
 def rotate_complex(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
@@ -91,23 +92,56 @@ class RoPE(nn.Module):
 
     Positions come per row, (bs, seqlen), so that rows of a left-padded batch can each
     start at position 0.
+
+    With dynamic NTK scaling the frequencies depend on the length of the text, taken as
+    the largest position in this forward pass plus one, and are recomputed each pass, as
+    transformers does. Keys already in a KV cache keep the rotation they were stored with:
+    while the text stays within the trained length nothing changes and cached decoding
+    equals a full recompute; past it, every new token's query is rotated with a larger
+    base than the older cached keys, so cached decoding differs from recomputing the whole
+    text at its final length (transformers' cache behaves the same way).
     """
 
-    def __init__(self, head_dim: int, theta: float, style: RopeStyle) -> None:
+    def __init__(
+        self, head_dim: int, theta: float, style: RopeStyle, scaling: RopeScaling | None = None
+    ) -> None:
         super().__init__()
+        self.head_dim = head_dim
+        self.theta = theta
         self.style = style
-        self.register_buffer("inv_freq", inverse_frequencies(head_dim, theta), persistent=False)
+        self.set_scaling(scaling)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> RoPE:
+        return cls(config.head_dim, config.rope_theta, config.rope_style, config.rope_scaling)
+
+    def set_scaling(self, scaling: RopeScaling | None) -> None:
+        """Recompute the frequencies for `scaling` (None: plain RoPE), on the current device."""
+        inv_freq, self.attention_scale = scaled_frequencies(self.head_dim, self.theta, scaling)
+        old = getattr(self, "inv_freq", None)
+        if old is not None:
+            inv_freq = inv_freq.to(old.device)
+        self.scaling = scaling
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def frequencies(self, positions: torch.Tensor) -> torch.Tensor:
+        """θ_i in effect for this pass: (head_dim // 2,) float32."""
+        if self.scaling is None or self.scaling.kind != "dynamic_ntk":
+            return self.inv_freq
+        length = int(positions.max()) + 1
+        inv_freq, _ = scaled_frequencies(self.head_dim, self.theta, self.scaling, length)
+        return inv_freq.to(self.inv_freq.device)
 
     def angles(self, positions: torch.Tensor) -> torch.Tensor:
         """m·θ_i for every position: (bs, seqlen) -> (bs, seqlen, head_dim // 2), float32."""
-        return positions.float()[..., None] * self.inv_freq
+        return positions.float()[..., None] * self.frequencies(positions)
 
     def table(self, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         angles = self.angles(positions)[:, :, None, :]  # (bs, seqlen, 1, head_dim // 2)
         if self.style == "interleaved":
-            return (torch.polar(torch.ones_like(angles), angles),)
+            return (torch.polar(torch.full_like(angles, self.attention_scale), angles),)
         angles = torch.cat((angles, angles), dim=-1)  # (bs, seqlen, 1, head_dim)
-        return angles.cos(), angles.sin()
+        return angles.cos() * self.attention_scale, angles.sin() * self.attention_scale
 
     def rotate(self, x: torch.Tensor, table: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if self.style == "interleaved":

@@ -20,6 +20,7 @@ from llmhood.model.config import ModelConfig
 from llmhood.model.kv_cache import KVCache
 from llmhood.model.norm import RMSNorm
 from llmhood.model.rope import RoPE
+from llmhood.model.rope_scaling import RopeScaling
 from llmhood.model.swiglu import SwiGLU
 
 
@@ -54,7 +55,7 @@ class Transformer(nn.Module):
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.rope = RoPE(config.head_dim, config.rope_theta, config.rope_style)
+        self.rope = RoPE.from_config(config)
 
     def forward(
         self,
@@ -62,13 +63,16 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         cache: KVCache | None = None,
         key_padding: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Next-token logits for every input position.
 
         tokens: (bs, seqlen) int64. positions: (bs, seqlen), each token's RoPE position;
         by default the cache length onwards. cache: keys/values of earlier tokens, updated
         in place. key_padding: (bs, cache length + seqlen), False where a slot is padding.
-        Returns (bs, seqlen, vocab_size) logits.
+        Returns (bs, seqlen, vocab_size) logits, or (bs, 1, vocab_size) for the last
+        position only with `last_only`: generation needs no others, and the output head
+        costs a fifth of SmolLM2's compute and bs·seqlen·vocab_size floats of memory.
         """
         bs, seqlen = tokens.shape
         start = cache.length if cache is not None else 0
@@ -82,7 +86,9 @@ class Transformer(nn.Module):
             h = layer(h, self.rope, rope_table, mask, cache)
         if cache is not None:
             cache.advance(seqlen)
-        return self.output(self.norm(h)).float()  # (bs, seqlen, vocab_size)
+        if last_only:
+            h = h[:, -1:]
+        return self.output(self.norm(h)).float()  # (bs, seqlen or 1, vocab_size)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         c = self.config
@@ -96,6 +102,26 @@ class Transformer(nn.Module):
         for layer in self.layers:
             layer.attention.impl = impl
 
+    def set_rope_scaling(self, scaling: RopeScaling | None, max_seq_len: int | None = None) -> None:
+        """Run the loaded weights with other RoPE frequencies (None: plain RoPE).
+
+        Nothing is reloaded: RoPE has no weights, only a computed table. `max_seq_len`
+        raises (or lowers) the context the config advertises, which generation respects.
+        A KV cache filled before the switch holds keys rotated the old way; start a new one.
+        """
+        changes: dict[str, object] = {"rope_scaling": scaling}
+        if max_seq_len is not None:
+            changes["max_seq_len"] = max_seq_len
+        self.config = self.config.replace(**changes)  # validates, e.g. that RoPE is in use
+        self.rope.set_scaling(scaling)
+
+    def skeleton(self) -> Transformer:
+        """The same architecture on the meta device: every parameter's name and shape, no
+        values. Counting parameters on it gives one answer whatever form the weights are
+        held in (a quantized mode packs them into buffers, llmhood.modes)."""
+        with torch.device("meta"):
+            return Transformer(self.config)
+
     def num_parameters(self) -> int:
-        """Unique parameters: a tied output head is counted once."""
-        return sum(p.numel() for p in self.parameters())
+        """Unique parameters of the architecture: a tied output head is counted once."""
+        return sum(p.numel() for p in self.skeleton().parameters())

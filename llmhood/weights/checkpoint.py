@@ -28,6 +28,7 @@ import torch
 
 from llmhood.errors import LLMHoodError
 from llmhood.model.config import ModelConfig, RopeStyle
+from llmhood.model.quantized import Int4Linear, Int8Linear
 from llmhood.model.rope import RoPE, half_to_interleaved, interleaved_to_half
 from llmhood.model.transformer import Transformer
 
@@ -102,7 +103,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype) -> Transformer:
     if tied:
         model.output.weight = model.tok_embeddings.weight
     # The RoPE frequencies are computed, not stored, so they are still on the meta device.
-    model.rope = RoPE(config.head_dim, config.rope_theta, config.rope_style)
+    model.rope = RoPE.from_config(config)
     return model.eval()
 
 
@@ -130,6 +131,11 @@ def export_state_dict(
 
     A tied output head is left out (it is the embedding); writers say so in their config.
     """
+    if any(isinstance(m, Int4Linear | Int8Linear) for m in model.modules()):
+        raise LLMHoodError(
+            "This model holds quantized weights (llmhood.modes), which checkpoint formats do not "
+            "store. Load it with dtype='float32' (or quantize=None) and export that."
+        )
     state = {name: t.detach().to(dtype or t.dtype) for name, t in model.state_dict().items()}
     if model.output.weight is model.tok_embeddings.weight:
         state.pop("output.weight")

@@ -9,8 +9,10 @@ dequantized to float once, at load time; the model then computes in the chosen d
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from llmhood.errors import LLMHoodError
@@ -48,7 +50,11 @@ def llmhood_name(gguf_name: str) -> str | None:
     return None
 
 
-def read_gguf_checkpoint(path: str | Path, progress: bool = True) -> Checkpoint:
+def read_gguf_checkpoint(
+    path: str | Path, progress: bool = True, raw: Container[str] = ()
+) -> Checkpoint:
+    """`raw`: llmhood names that a caller repacks from the file's blocks itself; they are not
+    dequantized and their state-dict entries are shape-only (meta device) tensors."""
     gguf = read_gguf(path)
     config = ModelConfig.from_gguf(gguf.metadata, has_output_tensor="output.weight" in gguf.tensors)
     unknown = [n for n in gguf.tensors if llmhood_name(n) is None]
@@ -61,6 +67,8 @@ def read_gguf_checkpoint(path: str | Path, progress: bool = True) -> Checkpoint:
     state_dict = {}
     names = [n for n in gguf.tensors if llmhood_name(n) is not None]
     for name in tqdm(names, desc="dequantizing", unit="tensor", disable=not progress, leave=False):
-        state_dict[llmhood_name(name)] = gguf.load(name)
+        ours = llmhood_name(name)
+        shape = gguf.tensors[name].shape
+        state_dict[ours] = torch.empty(shape, device="meta") if ours in raw else gguf.load(name)
     tokenizer = BPETokenizer.from_gguf(gguf.metadata)
     return Checkpoint(config, state_dict, tokenizer, source=f"{path} (GGUF)")

@@ -1,0 +1,55 @@
+"""GGUF blocks straight into int4 weights, without a trip through float.
+
+Dequantizing a Q4_1 tensor and quantizing it again would land on the same codes only if
+the rounding happened to come out the same way; reading the codes, scales and offsets from
+the blocks makes the int4 weight the file's own numbers (llmhood.model.quantized explains
+the mapping). Block layouts are those of llmhood.weights.quants.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from llmhood.model.quantized import GROUP_SIZE, Int4Weight
+from llmhood.weights.gguf import GGUFFile, read_gguf
+from llmhood.weights.gguf_llama import llmhood_name
+from llmhood.weights.quants import BLOCK_SIZES, GGMLType, _as_byte_tensor, _f16, _unpack
+
+REPACKABLE = (GGMLType.Q4_1, GGMLType.Q8_0)
+
+
+def q4_1_weight(raw: torch.Tensor, shape: tuple[int, int]) -> Int4Weight:
+    """A Q4_1 tensor's bytes (any shape, uint8) -> its Int4Weight; shape (out, in)."""
+    blocks = raw.reshape(-1, BLOCK_SIZES[GGMLType.Q4_1][1])  # (n_blocks, 20)
+    rows, groups = shape[0], shape[1] // GROUP_SIZE
+    d = _f16(blocks[:, :2]).reshape(rows, groups)
+    m = _f16(blocks[:, 2:4]).reshape(rows, groups)
+    q = _unpack(blocks[:, 4:], bits=4, group=16).reshape(shape)
+    return Int4Weight.from_q4_1(d, m, q)
+
+
+def q8_0_weight(raw: torch.Tensor, shape: tuple[int, int]) -> Int4Weight:
+    """A Q8_0 tensor's bytes -> the two-halves Int4Weight of shape (out, 2·in)."""
+    blocks = raw.reshape(-1, BLOCK_SIZES[GGMLType.Q8_0][1])  # (n_blocks, 34)
+    rows, groups = shape[0], shape[1] // GROUP_SIZE
+    d = _f16(blocks[:, :2]).reshape(rows, groups)
+    q = blocks[:, 2:].view(torch.int8).reshape(shape)
+    return Int4Weight.from_q8_0(d, q)
+
+
+def gguf_int4_weights(source: str | Path | GGUFFile) -> dict[str, Int4Weight]:
+    """Every 2-D Q4_1 or Q8_0 tensor of a Llama GGUF file, by llmhood name, as Int4Weight.
+
+    Q8_0 tensors come as two halves (shape (out, 2·in)); other types are left out.
+    """
+    gguf = source if isinstance(source, GGUFFile) else read_gguf(source)
+    repack = {GGMLType.Q4_1: q4_1_weight, GGMLType.Q8_0: q8_0_weight}
+    weights = {}
+    for name, info in gguf.tensors.items():
+        ours = llmhood_name(name)
+        if ours is None or info.ggml_type not in repack or len(info.shape) != 2:
+            continue
+        weights[ours] = repack[info.ggml_type](_as_byte_tensor(gguf.raw(name)), info.shape)
+    return weights
