@@ -5,8 +5,8 @@ same minute. Every engine runs the same token ids (from llmhood's tokenizer) wit
 decoding, in its own child process, so that its load time and peak memory are its own and
 a crash in one does not end the run:
 
-* llmhood in the automatic mode (what `llmhood.load` gives), in plain bf16 and in the
-  float32 reference;
+* llmhood in the automatic mode (what `llmhood.load` gives), in the int8 mode, in plain
+  bf16 and in the float32 reference;
 * transformers' `LlamaForCausalLM` reading the same GGUF file (its own dequantization), in
   bf16 and float32;
 * llama.cpp through llama-cpp-python on the GGUF's own Q4_1 weights, when installed.
@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from llmhood.cache import CACHE_ENV
 from llmhood.errors import LLMHoodError
 
 CHAT_PROMPT = "Write a short story about a robot who learns to paint."
@@ -66,6 +67,7 @@ BATCH_QUESTIONS = (
 )
 ENGINES = (
     "llmhood",
+    "llmhood int8",
     "llmhood bf16",
     "llmhood fp32",
     "transformers bf16",
@@ -161,13 +163,13 @@ def decode_rate(stamps: list[float]) -> float | None:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
 
 
-def run_llmhood(w: Workload, dtype: str) -> Result:
+def run_llmhood(w: Workload, dtype: str, quantize: str | None = "auto") -> Result:
     import llmhood
     from llmhood.generate import SamplingParams, generate
 
-    result = Result(f"llmhood {dtype}", baseline_rss_mb=rss_mb())
+    result = Result(f"llmhood {quantize or dtype}", baseline_rss_mb=rss_mb())
     start = time.perf_counter()
-    llm = llmhood.load(w.model, dtype=dtype, progress=False)
+    llm = llmhood.load(w.model, dtype=dtype, quantize=quantize, progress=False)
     result.load_s = time.perf_counter() - start
     result.mode = llm.mode.name
     model, stops = llm.model, set(w.stop_ids)
@@ -312,8 +314,9 @@ def run_quality(w: Workload, _: str = "") -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[Workload, str], Any]] = {
     "llmhood": lambda w, _: run_llmhood(w, "auto"),
-    "llmhood bf16": lambda w, _: run_llmhood(w, "bfloat16"),
-    "llmhood fp32": lambda w, _: run_llmhood(w, "float32"),
+    "llmhood int8": lambda w, _: run_llmhood(w, "bfloat16", "int8"),
+    "llmhood bf16": lambda w, _: run_llmhood(w, "bfloat16", None),
+    "llmhood fp32": lambda w, _: run_llmhood(w, "float32", None),
     "transformers bf16": lambda w, _: run_transformers(w, "bf16"),
     "transformers fp32": lambda w, _: run_transformers(w, "fp32"),
     "llama.cpp": run_llamacpp,
@@ -329,6 +332,69 @@ def worker(engine: str, workload_file: str) -> None:
     print(json.dumps(asdict(out) if isinstance(out, Result) else out))
 
 
+# ---- where a decode step's time goes ----------------------------------------------------------
+
+KERNELS = {  # operators that do a step's arithmetic; everything else is overhead of some kind
+    "aten::_weight_int4pack_mm_for_cpu": "int4 matmuls",
+    "aten::_weight_int8pack_mm": "int8 matmuls",
+    "aten::mm": "float matmuls",
+    "aten::addmm": "float matmuls",
+    "aten::bmm": "attention matmuls",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention matmuls",
+}
+
+
+def profile_decode(model: Path, steps: int = 32, top: int = 12) -> str:
+    """Where the automatic mode's decode steps spend their time, by torch.profiler.
+
+    The profiler adds a cost to every operator call, so its times overstate the many small
+    calls; the wall time per step is measured without it, and the profile is read for
+    shares and counts: how much goes to the matmuls that do the work, and how many other
+    operator calls each step makes.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    import llmhood
+
+    w = workload(model)
+    llm = llmhood.load(model, progress=False)
+    net, prompt = llm.model, torch.tensor([w.chat_ids])
+    cache = net.new_cache(1, prompt.shape[1] + 2 * steps)
+    with torch.inference_mode():
+        token = net(prompt, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+
+        def decode() -> None:
+            nonlocal token
+            for _ in range(steps):
+                token = net(token, cache=cache)[:, -1].argmax(-1, keepdim=True)
+
+        start = time.perf_counter()
+        decode()
+        wall = (time.perf_counter() - start) / steps
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            decode()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    calls = sum(e.cpu_parent is None for e in prof.events()) / steps  # those the model makes
+    shares: dict[str, float] = {}
+    for e in events:
+        group = KERNELS.get(e.key, "everything else")
+        shares[group] = shares.get(group, 0.0) + e.self_cpu_time_total / total
+    lines = [
+        f"decode steps of {llm.mode.name}, batch 1, context {prompt.shape[1]} to "
+        f"{prompt.shape[1] + 2 * steps} tokens: {wall * 1e3:.2f} ms per step "
+        f"({1 / wall:.1f} tok/s), {calls:.0f} operator calls per step",
+        "share of the profiled time (torch.profiler):",
+    ]
+    for name, share in sorted(shares.items(), key=lambda g: -g[1]):
+        lines.append(f"  {name:<20}{share:>6.0%}")
+    lines.append(f"the {top} operators with the most time of their own (nested calls count):")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+        share = e.self_cpu_time_total / total
+        lines.append(f"  {e.key:<42}{share:>6.0%}  {e.count / steps:>6.0f} calls per step")
+    return "\n".join(lines)
+
+
 # ---- the parent: run the children, take medians, print the table ----------------------------
 
 
@@ -339,9 +405,13 @@ def llama_cpp_installed() -> bool:
 
 
 def run_child(engine: str, workload_file: Path, timeout: float) -> dict[str, Any]:
+    """One engine in a child process. Its llmhood cache is the one beside the workload file:
+    the run's first llmhood load starts from nothing (cold), and later ones find what it
+    left (warm), whatever the user's own cache holds."""
     cmd = [sys.executable, "-m", "llmhood.bench", "--worker", engine, str(workload_file)]
+    env = {**os.environ, CACHE_ENV: str(workload_file.parent / "cache")}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
         raise LLMHoodError(f"The {engine} run took longer than {timeout:.0f} s.") from e
     lines = done.stdout.strip().splitlines()
@@ -436,7 +506,7 @@ def run(
         workload_file = Path(tmp) / "workload.json"
         workload_file.write_text(json.dumps(asdict(w)))
         if "llmhood" in engines:
-            log("llmhood: first load (prepares and caches the automatic mode if needed)")
+            log("llmhood: first load, from an empty cache (checks quality, prepares weights)")
             report.cold_load_s = Result(**run_child("llmhood", workload_file, timeout)).load_s
         for i in range(repeat):
             for engine in engines:
@@ -527,8 +597,8 @@ def format_report(report: Report) -> str:
         cells = [row[0].ljust(widths[0])] + [c.rjust(widths[i]) for i, c in enumerate(row) if i]
         lines.append("  ".join(cells).rstrip())
     if report.cold_load_s is not None:
-        lines.append(f"first llmhood load of this run (cold if nothing was cached): "
-                     f"{report.cold_load_s:.2f} s")  # fmt: skip
+        lines.append(f"cold load (llmhood's first load of a model file: quality check, "
+                     f"prepared weights): {report.cold_load_s:.2f} s")  # fmt: skip
     for engine, why in report.skipped.items():
         lines.append(f"{engine}: {why}")
     if report.quality:

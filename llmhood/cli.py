@@ -250,6 +250,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise LLMHoodError(
             f"llmhood bench needs a .gguf file (all three engines read it); {path} is not one."
         )
+    if args.profile:
+        print(bench.profile_decode(path))
+        return
     engines = bench.ENGINES
     if args.engines:
         engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
@@ -473,10 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test, seconds")
     p.add_argument(
         "--engines", default=None, metavar="LIST",
-        help="comma-separated subset of: llmhood, llmhood bf16, llmhood fp32, transformers bf16, "
-        "transformers fp32, llama.cpp (default: all)",
+        help="comma-separated subset of: llmhood, llmhood int8, llmhood bf16, llmhood fp32, "
+        "transformers bf16, transformers fp32, llama.cpp (default: all)",
     )  # fmt: skip
     p.add_argument("--no-quality", action="store_true", help="skip the perplexity table")
+    p.add_argument(
+        "--profile", action="store_true",
+        help="instead: where llmhood's decode steps spend their time (torch.profiler)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_bench)
 
     add_plot_parser(sub)

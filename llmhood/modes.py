@@ -20,6 +20,7 @@ verdicts are computed once per model file and kept in llmhood.cache.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -30,7 +31,7 @@ from torch import nn
 from llmhood import cache, prepared
 from llmhood.errors import LLMHoodError
 from llmhood.model import Transformer
-from llmhood.model.fusion import fuse
+from llmhood.model.fusion import GROUPS, fuse
 from llmhood.model.quantized import (
     Int4Linear,
     Int4Weight,
@@ -51,8 +52,6 @@ Quantize = Literal["int4", "int8"]
 QUANTIZE: tuple[Quantize, ...] = ("int4", "int8")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GUARD_CACHE = "guard"  # llmhood.cache kind of the quality guard's verdicts
-ATTENTION = ("wq", "wk", "wv", "wo")
-FFN = ("w1", "w3", "w2")
 
 
 @dataclass(frozen=True)
@@ -174,10 +173,9 @@ def build(
         if keep:
             prepared.save(path, mode.name, model)
     if mode.dtype != torch.float32:
-        # In bf16, SDPA's fused CPU kernel has a large fixed cost per call and scales badly
-        # with the batch when it gets one query per row; two plain matmuls are faster at
-        # every batch size and context `llmhood bench` measures.
-        model.set_attention("explicit")
+        # SDPA's fused CPU kernel has a large fixed cost per call and scales badly with the
+        # batch when it gets one query per row; there two float32 matmuls are faster.
+        model.set_attention("auto")
     return model.eval(), ckpt
 
 
@@ -226,10 +224,8 @@ def quantize_linears(
         return Int4Linear.from_weight(w, mode.dtype, w.shape[1] // in_features, dense)
 
     for i, layer in enumerate(model.layers):
-        for part, module, groups in (
-            ("attention", layer.attention, {"wqkv": ATTENTION[:3], "wo": ATTENTION[3:]}),
-            ("feed_forward", layer.feed_forward, {"w13": FFN[:2], "w2": FFN[2:]}),
-        ):
+        for part, groups in GROUPS.items():
+            module = getattr(layer, part)
             if not mode.fuse:  # every projection on its own, under its own name
                 groups = {name: (name,) for names in groups.values() for name in names}
             for target, names in groups.items():
@@ -250,13 +246,20 @@ def quantize_linears(
 # ---- the automatic choice ---------------------------------------------------------------------
 
 
-def guard_verdicts(path: Path, progress: bool = True) -> dict[str, Verdict]:
-    """The quality guard's verdict on every candidate mode for the model at `path`, from the
-    cache when it has them (computing them takes seconds: one perplexity run per mode)."""
+def guard_verdicts(path: Path, modes: list[Mode], progress: bool = True) -> dict[str, Verdict]:
+    """The quality guard's verdict on `modes` for the model at `path`, from the cache where it
+    has them (computing one takes seconds: a perplexity run)."""
     known = cache.read(path, GUARD_CACHE) or {}
     verdicts = {name: Verdict(**v) for name, v in known.items()}
-    missing = [m for m in candidates() if m.name not in verdicts]
+    missing = [m for m in modes if m.name not in verdicts]
     if missing:
+        if progress:
+            names = ", ".join(m.name for m in missing)
+            print(
+                f"llmhood: checking the perplexity of {names} against float32 on this machine, "
+                f"once for this model file (remembered in {cache.cache_dir()})",
+                file=sys.stderr,
+            )
         verdicts.update(evaluate(path, missing, progress))
         cache.write(path, GUARD_CACHE, {name: asdict(v) for name, v in verdicts.items()})
     return verdicts
@@ -291,12 +294,13 @@ def mode_perplexity(model: Transformer, tokens: torch.Tensor) -> float:
 
 def choose(path: Path, modes: list[Mode], progress: bool = True) -> Mode:
     """The first (fastest) of `modes` that the quality guard passes; a single mode is taken
-    as asked, unguarded. The float32 reference always passes."""
+    as asked, unguarded. The float32 reference always passes.
+
+    Modes are judged in order and only until one passes, so the first load of a file
+    measures the reference and the fastest mode, seconds, not every candidate."""
     if len(modes) == 1:
         return modes[0]
-    verdicts = guard_verdicts(path, progress)
     for mode in modes:
-        verdict = verdicts.get(mode.name)
-        if verdict is None or not verdict.lossy:
+        if mode == REFERENCE or not guard_verdicts(path, [mode], progress)[mode.name].lossy:
             return mode
     return modes[-1]

@@ -21,14 +21,14 @@ from torch import nn
 
 from llmhood import cache
 from llmhood.model import Transformer
+from llmhood.model.fusion import GROUPS
 from llmhood.model.quantized import Int4Linear, Int8Linear
 from llmhood.weights import detect_format, read_checkpoint
 from llmhood.weights.checkpoint import Checkpoint, build_model
 from llmhood.weights.gguf_llama import read_gguf_checkpoint
 
 KIND = "prepared"
-FORMAT = 1  # bump when the saved layout changes
-PLAIN_LINEARS = {"attention": ("wq", "wk", "wv", "wo"), "feed_forward": ("w1", "w3", "w2")}
+FORMAT = 2  # bump when the saved layout changes
 
 
 class _EveryName:
@@ -45,8 +45,8 @@ def file_for(path: Path, mode_name: str) -> Path:
 
 def _skeleton_checkpoint(path: Path, progress: bool) -> Checkpoint:
     """Config, tokenizer and tensor shapes of the source; GGUF tensors are not even read."""
-    if detect_format(path) == "gguf":
-        return read_gguf_checkpoint(path, progress, raw=_EveryName())
+    if detect_format(path) == "gguf":  # nothing to dequantize, so no progress bar either
+        return read_gguf_checkpoint(path, progress=False, raw=_EveryName())
     return read_checkpoint(path, progress)
 
 
@@ -56,7 +56,6 @@ def _module_record(module: nn.Module, embedding: torch.Tensor) -> tuple[dict, di
         spec = {
             "kind": "int4",
             "repeat_input": module.repeat_input,
-            "dense_rows": module.dense_rows,
             "dense": "embedding" if tied else "own",
         }
         tensors = {"packed": module.packed, "scale_zero": module.scale_zero}
@@ -76,7 +75,8 @@ def save(path: Path, mode_name: str, model: Transformer) -> None:
     removed = [
         f"layers.{i}.{part}.{name}"
         for i, layer in enumerate(model.layers)
-        for part, names in PLAIN_LINEARS.items()
+        for part, groups in GROUPS.items()
+        for names in groups.values()
         for name in names
         if not hasattr(getattr(layer, part), name)
     ]
@@ -135,7 +135,7 @@ def restore(
             if spec["dense"] == "embedding":
                 dense = model.tok_embeddings.weight.detach()
             packed, scale_zero = tensors["packed"], tensors["scale_zero"]
-            module = Int4Linear(packed, scale_zero, spec["repeat_input"], dense, spec["dense_rows"])
+            module = Int4Linear(packed, scale_zero, spec["repeat_input"], dense)
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent), leaf, module)
     return model, ckpt

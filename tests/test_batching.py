@@ -149,16 +149,18 @@ def test_kv_cache_keeps_the_chosen_rows_and_slots():
         cache.update(layer, k[layer], v[layer])
     cache.advance(6)
 
-    cache.keep_rows(torch.tensor([3, 1]), first_slot=2)
+    cache.keep_rows(torch.tensor([1, 3]), first_slot=2)
     assert (cache.length, cache.max_len) == (4, 8)
-    assert torch.equal(cache.k[:, :, :, :4], k[:, [3, 1], :, 2:])
-    assert torch.equal(cache.v[:, :, :, :4], v[:, [3, 1], :, 2:])
+    assert torch.equal(cache.k[:, :, :, :4], k[:, [1, 3], :, 2:])
+    assert torch.equal(cache.v[:, :, :, :4], v[:, [1, 3], :, 2:])
     new = torch.randn(2, 2, 4, 3)  # the remaining 4 slots can still be filled
     keys, values = cache.update(0, new, new)
     assert keys.shape == values.shape == (2, 2, 8, 3)
     assert torch.equal(keys[:, :, 4:], new)
     with pytest.raises(ValueError):
         cache.keep_rows(torch.tensor([0]), first_slot=5)
+    with pytest.raises(ValueError, match="ascending"):
+        cache.keep_rows(torch.tensor([1, 0]))
 
 
 def test_kv_cache_fill_row_puts_a_prompt_at_the_end_of_its_row():

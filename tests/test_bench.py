@@ -29,6 +29,8 @@ def test_bench_runs_end_to_end(tiny_gguf, tmp_path, monkeypatch, capsys):
     assert "llama-cpp-python is not installed" in out
     assert "llmhood ÷ transformers bf16" in out and "decode tok/s, batch 1" in out
     assert "int4+bfloat16+fused+dense" in out  # the automatic mode, and its perplexity
+    assert "cold load" in out
+    assert not (tmp_path / "cache").exists()  # the runs had a cache of their own
     data = json.loads(out_json.read_text())
     auto = data["medians"]["llmhood"]
     assert auto["decode_tok_s"] > 0 and auto["prefill_tok_s"] > 0 and auto["batch_tok_s"] > 0
@@ -38,6 +40,18 @@ def test_bench_runs_end_to_end(tiny_gguf, tmp_path, monkeypatch, capsys):
     assert data["skipped"] == {"llama.cpp": bench.LLAMA_CPP_MISSING}
     by_name = {t["target"]: t for t in data["targets"]}
     assert by_name["decode ≥ 1.0× llama.cpp"]["value"] is None  # not measured, not failed
+
+
+def test_bench_profile_says_where_decode_time_goes(tiny_gguf, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LLMHOOD_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["bench", "--model", str(tiny_gguf), "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "decode steps of int4+bfloat16+fused+dense" in out
+    groups = out.split("share of the profiled time")[1].split("the 12 operators")[0]
+    rows = [line.rsplit(maxsplit=1) for line in groups.splitlines()[1:]]
+    shares = {name.strip(): share for name, share in rows}
+    assert {"int4 matmuls", "everything else"} <= shares.keys()
+    assert 99 <= sum(float(v.rstrip("%")) for v in shares.values()) <= 101
 
 
 def test_bench_refuses_what_it_cannot_run(tiny_gguf, tmp_path, capsys):

@@ -75,7 +75,7 @@ def test_explicit_attention_of_a_bf16_model_is_computed_in_float32():
         q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), mask
     )
     got, weights = explicit_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
-    assert got.dtype == weights.dtype == torch.bfloat16
+    assert got.dtype == torch.bfloat16 and weights.dtype == torch.float32
     torch.testing.assert_close(got.float(), want, atol=1e-2, rtol=1e-2)
 
 
@@ -158,7 +158,8 @@ def test_auto_takes_the_fastest_mode_that_passes_and_remembers(tiny_gguf, monkey
 
     monkeypatch.setattr(modes, "evaluate", counting)
     llm = llmhood.load(tiny_gguf, progress=False)
-    assert llm.mode == modes.candidates()[0] == INT4 and len(evaluated) == 1
+    assert llm.mode == modes.candidates()[0] == INT4
+    assert evaluated == [[INT4]]  # passed: the slower modes were not even measured
     assert llmhood.load(tiny_gguf, progress=False).mode == INT4
     assert len(evaluated) == 1  # the verdicts were remembered
     stat = tiny_gguf.stat()
@@ -168,10 +169,12 @@ def test_auto_takes_the_fastest_mode_that_passes_and_remembers(tiny_gguf, monkey
 
 
 def test_auto_passes_over_a_lossy_mode(tiny_gguf, monkeypatch):
-    def verdicts(path, progress=True):
+    def verdicts(path, modes, progress=True):
         return {
             INT4.name: Verdict(INT4.name, 30.0, 20.0),  # 50% worse: lossy
             INT8.name: Verdict(INT8.name, 20.2, 20.0),
+            BF16.name: Verdict(BF16.name, 20.1, 20.0),
+            REFERENCE.name: Verdict(REFERENCE.name, 20.0, 20.0),
         }
 
     monkeypatch.setattr(modes, "guard_verdicts", verdicts)
@@ -228,3 +231,23 @@ def test_a_quantized_model_is_not_exported(tiny_gguf, tmp_path):
     llm = llmhood.load(tiny_gguf, quantize="int4", progress=False)
     with pytest.raises(LLMHoodError, match="quantized weights"):
         write_hf(tmp_path / "out", llm.model, llm.tokenizer)
+
+
+def test_auto_attention_takes_sdpa_for_prompts_and_explicit_for_steps():
+    torch.manual_seed(0)
+    config = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, hidden_dim=96)
+    model = Transformer(config).eval()
+    tokens = torch.randint(0, 97, (2, 9))
+
+    def run(prompt_impl: str, step_impl: str) -> torch.Tensor:
+        cache = model.new_cache(2, 10)
+        with torch.inference_mode():
+            model.set_attention(prompt_impl)
+            prompt = model(tokens, cache=cache)
+            model.set_attention(step_impl)
+            step = model(tokens[:, :1], cache=cache)
+        return torch.cat([prompt, step], dim=1)
+
+    auto, split = run("auto", "auto"), run("sdpa", "explicit")
+    assert torch.equal(auto, split)
+    torch.testing.assert_close(auto, run("explicit", "explicit"), atol=1e-5, rtol=1e-5)

@@ -252,6 +252,7 @@ def _run(model: Transformer, batch: _Batch) -> Iterator[tuple[int, str]]:
     total = width + batch.max_new_tokens
     # True for real tokens: a row's slots from its first prompt token on, new tokens included.
     key_padding = torch.arange(total, device=device)[None, :] >= pad[:, None]  # (bs, total)
+    padded = bool(pad.any())  # without padding, a decode step needs no mask at all
     generators = row_generators(batch.sampling.seed, [row.index for row in rows], device)
     cache = model.new_cache(len(rows), total)
 
@@ -286,10 +287,11 @@ def _run(model: Transformer, batch: _Batch) -> Iterator[tuple[int, str]]:
             unused = int((~key_padding).sum(dim=1).min())  # the smallest live row's padding
             cache.keep_rows(keep, unused)
             key_padding = key_padding[:, unused:]
+            padded = not bool(key_padding.all())
         with torch.inference_mode():
             logits = model(
                 next_ids[:, None],
                 (lengths + step)[:, None],  # the new token's position in its own row
                 cache,
-                key_padding[:, : cache.length + 1],
+                key_padding[:, : cache.length + 1] if padded else None,
             )[:, -1]

@@ -16,7 +16,9 @@ the KV cache by that factor (3× for SmolLM2) at little cost in quality (Ainslie
 * `scaled_dot_product_attention` from PyTorch is the fast path (fused, no (T×S) weight
   matrix kept around); `enable_gqa` lets it broadcast the KV heads itself.
 
-`Attention.impl` switches between them; tests hold the two equal.
+`Attention.impl` switches between them; tests hold the two equal. "auto" takes SDPA for
+several queries per row (a prompt) and the explicit form for one (a decode step): on a CPU
+the fused kernel's fixed cost per call outweighs its work there, the more so with a batch.
 
 Position enters through `config.position_encoding`: "rope" rotates q and k before the
 scores; "cope" adds contextual position logits to the scores (cope.py). CoPE's gates are
@@ -39,7 +41,7 @@ from llmhood.model.cope import CoPE
 from llmhood.model.kv_cache import KVCache
 from llmhood.model.rope import RoPE
 
-AttentionImpl = Literal["sdpa", "explicit"]
+AttentionImpl = Literal["sdpa", "explicit", "auto"]
 
 
 def causal_mask(q_len: int, kv_len: int, key_padding: torch.Tensor | None = None) -> torch.Tensor:
@@ -63,19 +65,21 @@ def explicit_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     cope: CoPE | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q·kᵀ/√d + mask)·v, written out; with `cope`, its logits join the scores.
 
     q: (bs, n_heads, q_len, head_dim); k, v: (bs, n_kv_heads, kv_len, head_dim);
-    mask: (bs or 1, 1, q_len, kv_len) bool.
-    Returns the output (bs, n_heads, q_len, head_dim) and the weights
-    (bs, n_heads, q_len, kv_len), both in q's dtype.
+    mask: (bs or 1, 1, q_len, kv_len) bool, or None when every query sees every key.
+    Returns the output (bs, n_heads, q_len, head_dim) in q's dtype and the weights
+    (bs, n_heads, q_len, kv_len) in float32.
 
     The arithmetic is float32 whatever the model's dtype: a bf16 model then loses nothing
     in its scores, and on a CPU the float32 matmuls of these small per-head matrices are
-    also faster than bf16 ones, whose kernels have a larger fixed cost per call.
+    also faster than bf16 ones, whose kernels have a larger fixed cost per call. (A float32
+    KV cache would spare the conversion of K and V, but a decode step then reads twice the
+    bytes from a cache that the weights streaming past have long evicted: slower.)
     """
     bs, n_heads, q_len, head_dim = q.shape
     n_kv_heads = k.shape[1]
@@ -83,18 +87,19 @@ def explicit_attention(
     qg = q.view(bs, n_kv_heads, group, q_len, head_dim)
     # A group's queries are stacked as the rows of one matrix per KV head, so K and V are
     # read as they are: broadcasting them over the group would copy them `group` times.
-    rows = (bs, n_kv_heads, group * q_len, -1)
-    scores = q.float().reshape(rows) @ k.float().transpose(-2, -1)
-    scores = scores.view(bs, n_kv_heads, group, q_len, -1) / math.sqrt(head_dim)
-    scores = scores.masked_fill(~mask[:, :, None], float("-inf"))  # (bs, kv, g, q, kv_len)
+    # Batch and KV heads flattened into one dimension: bmm on 3-d tensors skips matmul's
+    # reshaping, a few microseconds per call that add up over every layer of every step.
+    rows = (bs * n_kv_heads, group * q_len, head_dim)
+    k32, v32 = (t.float().reshape(bs * n_kv_heads, -1, head_dim) for t in (k, v))
+    scores = torch.bmm(q.float().reshape(rows), k32.transpose(1, 2)).mul_(1 / math.sqrt(head_dim))
+    scores = scores.view(bs, n_kv_heads, group, q_len, -1)  # (bs, kv, g, q, kv_len)
+    if mask is not None:
+        scores.masked_fill_(~mask[:, :, None], float("-inf"))
     if cope is not None:
         scores = scores + cope(qg, scores)
     weights = torch.softmax(scores, dim=-1)
-    out = weights.reshape(rows) @ v.float()  # (bs, n_kv_heads, group * q_len, head_dim)
-    return (
-        out.view(bs, n_heads, q_len, head_dim).type_as(q),
-        weights.view(bs, n_heads, q_len, -1).type_as(q),
-    )
+    out = torch.bmm(weights.reshape(bs * n_kv_heads, group * q_len, -1), v32)
+    return out.view(bs, n_heads, q_len, head_dim).type_as(q), weights.view(bs, n_heads, q_len, -1)
 
 
 class Attention(nn.Module):
@@ -124,7 +129,7 @@ class Attention(nn.Module):
         x: torch.Tensor,
         rope: RoPE,
         rope_table: tuple[torch.Tensor, ...],
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         bs, seqlen, _ = x.shape  # x: (bs, seqlen, dim)
@@ -145,7 +150,8 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (bs, n_kv_heads, kv_len, head_dim)
 
-        if self.impl == "explicit" or self.capture_weights or self.cope is not None:
+        explicit = self.impl == "explicit" or (self.impl == "auto" and seqlen == 1)
+        if explicit or self.capture_weights or self.cope is not None:
             out, weights = explicit_attention(q, k, v, mask, self.cope)
             self.last_weights = weights if self.capture_weights else None
         else:

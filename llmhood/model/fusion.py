@@ -49,12 +49,22 @@ def stack(parts: list[nn.Linear]) -> FusedLinear:
     return fused
 
 
+# The linear layers of a block, by sub-module, grouped by the input they share: each group
+# of more than one becomes one fused matrix under the group's name.
+GROUPS = {
+    "attention": {"wqkv": ("wq", "wk", "wv"), "wo": ("wo",)},
+    "feed_forward": {"w13": ("w1", "w3"), "w2": ("w2",)},
+}
+
+
 def fuse(model: Transformer) -> Transformer:
     """Switch every block to fused q/k/v and gate/up projections (float weights), in place."""
     for layer in model.layers:
-        attn, ffn = layer.attention, layer.feed_forward
-        attn.wqkv = stack([attn.wq, attn.wk, attn.wv])
-        ffn.w13 = stack([ffn.w1, ffn.w3])
+        for part, groups in GROUPS.items():
+            module = getattr(layer, part)
+            for target, names in groups.items():
+                if len(names) > 1:
+                    setattr(module, target, stack([getattr(module, n) for n in names]))
     return model
 
 

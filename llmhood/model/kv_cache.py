@@ -63,16 +63,26 @@ class KVCache:
         self.v[:, row, :, end - n : end] = alone.v[:, 0, :, :n]
 
     def keep_rows(self, rows: torch.Tensor, first_slot: int = 0) -> None:
-        """Keep only the batch rows `rows` (1-D int64), and only slots `first_slot` onwards.
+        """Keep only the batch rows `rows` (1-D int64, ascending), and only slots `first_slot`
+        onwards.
 
         Slots before `first_slot` must be padding in every kept row: after the longest
         prompts have finished, the leading columns that only they needed would otherwise
-        stay in every attention step. Copies once, into a cache of the smaller shape.
+        stay in every attention step. The kept rows move up in place, each to the first free
+        row: a row only ever moves to a lower index, so none is overwritten before it has
+        moved, and no second cache is allocated (peak memory stays that of the first).
         """
         if not 0 <= first_slot <= self.length:
             raise ValueError(f"first_slot={first_slot} is outside the {self.length} stored slots.")
-        # (n_layers, len(rows), n_kv_heads, max_len - first_slot, head_dim)
-        self.k = self.k[:, rows, :, first_slot:].contiguous()
-        self.v = self.v[:, rows, :, first_slot:].contiguous()
+        kept = rows.tolist()
+        if kept != sorted(set(kept)):
+            raise ValueError(f"rows must be distinct and ascending, got {kept}.")
+        for i, row in enumerate(kept):
+            if row != i:
+                self.k[:, i] = self.k[:, row]
+                self.v[:, i] = self.v[:, row]
+        # (n_layers, len(rows), n_kv_heads, max_len - first_slot, head_dim): views, no copy
+        self.k = self.k[:, : len(kept), :, first_slot:]
+        self.v = self.v[:, : len(kept), :, first_slot:]
         self.max_len -= first_slot
         self.length -= first_slot

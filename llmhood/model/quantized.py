@@ -43,7 +43,10 @@ from torch import nn
 from llmhood.errors import LLMHoodError
 
 GROUP_SIZE = 32  # Q4_1 and Q8_0 blocks; also what torch's int4 kernels accept (32..256)
-DENSE_ROWS = 6  # from this many input rows on, a bf16 matmul beats the int4 kernel
+# From this many input rows on, a bf16 matmul beats the int4 kernel. Measured on whole
+# decode steps of SmolLM2, with the weights streaming from memory as they do in use: int4
+# wins clearly at 8 rows, the two tie at 16, bf16 wins from 24 (`llmhood bench`'s batch).
+DENSE_ROWS = 16
 N_MULTIPLE = 16  # torch's CPU int4 packing works on blocks of 16 output rows
 INT8_K_MULTIPLE = 16  # inputs of the int8 kernel
 

@@ -116,11 +116,20 @@ class RoPE(nn.Module):
         return cls(config.head_dim, config.rope_theta, config.rope_style, config.rope_scaling)
 
     def set_scaling(self, scaling: RopeScaling | None) -> None:
-        """Recompute the frequencies for `scaling` (None: plain RoPE), on the current device."""
-        inv_freq, self.attention_scale = scaled_frequencies(self.head_dim, self.theta, scaling)
+        """Recompute the frequencies for `scaling` (None: plain RoPE), on the device of the
+        old ones, or the default device when there are none.
+
+        A model built on the meta device, to have its weights assigned afterwards
+        (weights/checkpoint.py), still gets real frequencies on the CPU: they are computed,
+        not loaded, and nothing else would fill them in. (Computing them on the meta device
+        would also import sympy, 60 MB, for a shape.)
+        """
         old = getattr(self, "inv_freq", None)
-        if old is not None:
-            inv_freq = inv_freq.to(old.device)
+        device = old.device if old is not None else torch.get_default_device()
+        with torch.device("cpu"):
+            inv_freq, self.attention_scale = scaled_frequencies(self.head_dim, self.theta, scaling)
+        if device.type != "meta":
+            inv_freq = inv_freq.to(device)
         self.scaling = scaling
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 

@@ -37,7 +37,7 @@ class TransformerBlock(nn.Module):
         x: torch.Tensor,
         rope: RoPE,
         rope_table: tuple[torch.Tensor, ...],
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         cache: KVCache | None,
     ) -> torch.Tensor:
         # x: (bs, seqlen, dim)
@@ -78,7 +78,10 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         if positions is None:
             positions = torch.arange(start, start + seqlen, device=tokens.device).expand(bs, -1)
-        mask = causal_mask(seqlen, start + seqlen, key_padding).to(tokens.device)
+        # One new token with no padding may see every key: no mask to build or apply.
+        mask = None
+        if seqlen > 1 or key_padding is not None:
+            mask = causal_mask(seqlen, start + seqlen, key_padding).to(tokens.device)
         rope_table = self.rope.table(positions)
 
         h = self.tok_embeddings(tokens)  # (bs, seqlen, dim)
@@ -98,7 +101,8 @@ class Transformer(nn.Module):
         )
 
     def set_attention(self, impl: AttentionImpl) -> None:
-        """Choose the attention path for every layer: "sdpa" (fast) or "explicit"."""
+        """Choose the attention path for every layer: "sdpa" (fast), "explicit" or "auto"
+        (SDPA for prompts, explicit for single-token steps)."""
         for layer in self.layers:
             layer.attention.impl = impl
 
@@ -115,12 +119,30 @@ class Transformer(nn.Module):
         self.config = self.config.replace(**changes)  # validates, e.g. that RoPE is in use
         self.rope.set_scaling(scaling)
 
+    @classmethod
+    def shapes_only(cls, config: ModelConfig) -> Transformer:
+        """The architecture on the meta device: every parameter's name and shape, no values,
+        no memory; loaders assign the real tensors afterwards.
+
+        The layers' random initialisation is skipped: on the meta device it would run
+        PyTorch's Python reference kernels, whose first use imports torch._dynamo, about a
+        second and 60 MB that every load would pay for values nobody reads.
+        """
+        inits = {layer: layer.reset_parameters for layer in (nn.Linear, nn.Embedding)}
+        try:
+            for layer in inits:
+                layer.reset_parameters = lambda self: None
+            with torch.device("meta"):
+                return cls(config)
+        finally:
+            for layer, init in inits.items():
+                layer.reset_parameters = init
+
     def skeleton(self) -> Transformer:
-        """The same architecture on the meta device: every parameter's name and shape, no
-        values. Counting parameters on it gives one answer whatever form the weights are
-        held in (a quantized mode packs them into buffers, llmhood.modes)."""
-        with torch.device("meta"):
-            return Transformer(self.config)
+        """The same architecture with shapes only (`shapes_only`). Counting parameters on it
+        gives one answer whatever form the weights are held in (a quantized mode packs them
+        into buffers, llmhood.modes)."""
+        return Transformer.shapes_only(self.config)
 
     def num_parameters(self) -> int:
         """Unique parameters of the architecture: a tied output head is counted once."""

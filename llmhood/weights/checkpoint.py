@@ -29,7 +29,7 @@ import torch
 from llmhood.errors import LLMHoodError
 from llmhood.model.config import ModelConfig, RopeStyle
 from llmhood.model.quantized import Int4Linear, Int8Linear
-from llmhood.model.rope import RoPE, half_to_interleaved, interleaved_to_half
+from llmhood.model.rope import half_to_interleaved, interleaved_to_half
 from llmhood.model.transformer import Transformer
 
 if TYPE_CHECKING:
@@ -91,8 +91,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype) -> Transformer:
     """
     tied = ckpt.config.tie_embeddings or "output.weight" not in ckpt.state_dict
     config = ckpt.config.replace(tie_embeddings=tied)
-    with torch.device("meta"):
-        model = Transformer(config)
+    model = Transformer.shapes_only(config)
     _check_state_dict(ckpt, model)
     tensors = {
         name: t.to(dtype)
@@ -102,8 +101,6 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype) -> Transformer:
     model.load_state_dict(tensors, strict=False, assign=True)
     if tied:
         model.output.weight = model.tok_embeddings.weight
-    # The RoPE frequencies are computed, not stored, so they are still on the meta device.
-    model.rope = RoPE.from_config(config)
     return model.eval()
 
 
