@@ -126,7 +126,8 @@ class Transformer(nn.Module):
 
         The layers' random initialisation is skipped: on the meta device it would run
         PyTorch's Python reference kernels, whose first use imports torch._dynamo, about a
-        second and 60 MB that every load would pay for values nobody reads.
+        second and 60 MB that every load would pay for values nobody reads. (The layers'
+        `reset_parameters` are swapped out while it runs: build models on one thread.)
         """
         inits = {layer: layer.reset_parameters for layer in (nn.Linear, nn.Embedding)}
         try:
