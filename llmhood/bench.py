@@ -448,8 +448,7 @@ METRICS = (
 
 def median_result(runs: list[Result]) -> Result:
     values = {}
-    for name in ("decode_tok_s", "prefill_tok_s", "ttft_s", "batch_tok_s", "load_s",
-                 "peak_rss_mb", "baseline_rss_mb", "weights_mb"):  # fmt: skip
+    for name, *_ in METRICS:
         measured = [getattr(r, name) for r in runs if getattr(r, name) is not None]
         values[name] = statistics.median(measured) if measured else None
     return replace(runs[0], **values)

@@ -182,9 +182,10 @@ def build(
 def _prepare(path: Path, mode: Mode, progress: bool) -> tuple[Transformer, Checkpoint]:
     int4: dict[str, Int4Weight] = {}
     if mode.quantize == "int4" and detect_format(path) == "gguf":
-        int4 = gguf_int4_weights(read_gguf(path))
+        gguf = read_gguf(path)
+        int4 = gguf_int4_weights(gguf)
         skip = {name for name in int4 if name != "tok_embeddings.weight"}
-        ckpt = read_gguf_checkpoint(path, progress, raw=skip)
+        ckpt = read_gguf_checkpoint(gguf, progress, raw=skip)
     else:
         ckpt = read_checkpoint(path, progress)
     if ckpt.tokenizer is None:

@@ -84,7 +84,6 @@ def explicit_attention(
     bs, n_heads, q_len, head_dim = q.shape
     n_kv_heads = k.shape[1]
     group = n_heads // n_kv_heads
-    qg = q.view(bs, n_kv_heads, group, q_len, head_dim)
     # A group's queries are stacked as the rows of one matrix per KV head, so K and V are
     # read as they are: broadcasting them over the group would copy them `group` times.
     # Batch and KV heads flattened into one dimension: bmm on 3-d tensors skips matmul's
@@ -96,7 +95,7 @@ def explicit_attention(
     if mask is not None:
         scores.masked_fill_(~mask[:, :, None], float("-inf"))
     if cope is not None:
-        scores = scores + cope(qg, scores)
+        scores = scores + cope(q.view(bs, n_kv_heads, group, q_len, head_dim), scores)
     weights = torch.softmax(scores, dim=-1)
     out = torch.bmm(weights.reshape(bs * n_kv_heads, group * q_len, -1), v32)
     return out.view(bs, n_heads, q_len, head_dim).type_as(q), weights.view(bs, n_heads, q_len, -1)

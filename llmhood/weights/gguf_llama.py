@@ -19,7 +19,7 @@ from llmhood.errors import LLMHoodError
 from llmhood.model.config import ModelConfig
 from llmhood.tokenizer import BPETokenizer
 from llmhood.weights.checkpoint import Checkpoint
-from llmhood.weights.gguf import read_gguf
+from llmhood.weights.gguf import GGUFFile, read_gguf
 
 _GLOBAL_NAMES = {
     "token_embd.weight": "tok_embeddings.weight",
@@ -51,11 +51,13 @@ def llmhood_name(gguf_name: str) -> str | None:
 
 
 def read_gguf_checkpoint(
-    path: str | Path, progress: bool = True, raw: Container[str] = ()
+    source: str | Path | GGUFFile, progress: bool = True, raw: Container[str] = ()
 ) -> Checkpoint:
-    """`raw`: llmhood names that a caller repacks from the file's blocks itself; they are not
+    """`source`: a path, or a file already parsed (a caller that also reads its blocks).
+    `raw`: llmhood names that a caller repacks from the file's blocks itself; they are not
     dequantized and their state-dict entries are shape-only (meta device) tensors."""
-    gguf = read_gguf(path)
+    gguf = source if isinstance(source, GGUFFile) else read_gguf(source)
+    path = gguf.path
     config = ModelConfig.from_gguf(gguf.metadata, has_output_tensor="output.weight" in gguf.tensors)
     unknown = [n for n in gguf.tensors if llmhood_name(n) is None]
     if unknown:

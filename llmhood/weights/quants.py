@@ -184,14 +184,19 @@ def _dequantize_bf16(blocks: torch.Tensor) -> torch.Tensor:
     return blocks.view(torch.bfloat16).to(torch.float32)
 
 
+def q8_0_fields(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q8_0 blocks (n_blocks, 34) -> d (n_blocks, 1) float32, q (n_blocks, 32) int8.
+    Also read by llmhood.weights.repack, which keeps the codes."""
+    return _f16(blocks[:, :2]), blocks[:, 2:].view(torch.int8)
+
+
 def _dequantize_q8_0(blocks: torch.Tensor) -> torch.Tensor:
     """Q8_0, 32 values in 34 bytes: f16 scale d, then 32 int8 q.
 
     value = d * q
     """
-    d = _f16(blocks[:, :2])
-    q = blocks[:, 2:].view(torch.int8).to(torch.float32)
-    return q.mul_(d)
+    d, q = q8_0_fields(blocks)
+    return q.to(torch.float32).mul_(d)
 
 
 def _dequantize_q4_0(blocks: torch.Tensor) -> torch.Tensor:
@@ -205,16 +210,20 @@ def _dequantize_q4_0(blocks: torch.Tensor) -> torch.Tensor:
     return q.sub_(8).mul_(d)
 
 
+def q4_1_fields(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q4_1 blocks (n_blocks, 20) -> d, m (n_blocks, 1) float32, q (n_blocks, 32) codes
+    0..15. Also read by llmhood.weights.repack, which keeps the codes."""
+    return _f16(blocks[:, :2]), _f16(blocks[:, 2:4]), _unpack(blocks[:, 4:], bits=4, group=16)
+
+
 def _dequantize_q4_1(blocks: torch.Tensor) -> torch.Tensor:
     """Q4_1, 32 values in 20 bytes: f16 scale d, f16 offset m, then 16 bytes of 4-bit q
     (nibble order as in Q4_0).
 
     value = d * q + m: the offset lets the 16 levels sit anywhere, not centred on zero.
     """
-    d = _f16(blocks[:, :2])
-    m = _f16(blocks[:, 2:4])
-    q = _unpack(blocks[:, 4:], bits=4, group=16).to(torch.float32)
-    return q.mul_(d).add_(m)
+    d, m, q = q4_1_fields(blocks)
+    return q.to(torch.float32).mul_(d).add_(m)
 
 
 def _five_bit(high_bits: torch.Tensor, low_nibbles: torch.Tensor) -> torch.Tensor:

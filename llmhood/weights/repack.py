@@ -15,28 +15,20 @@ import torch
 from llmhood.model.quantized import GROUP_SIZE, Int4Weight
 from llmhood.weights.gguf import GGUFFile, read_gguf
 from llmhood.weights.gguf_llama import llmhood_name
-from llmhood.weights.quants import BLOCK_SIZES, GGMLType, _as_byte_tensor, _f16, _unpack
-
-REPACKABLE = (GGMLType.Q4_1, GGMLType.Q8_0)
+from llmhood.weights.quants import BLOCK_SIZES, GGMLType, _as_byte_tensor, q4_1_fields, q8_0_fields
 
 
 def q4_1_weight(raw: torch.Tensor, shape: tuple[int, int]) -> Int4Weight:
     """A Q4_1 tensor's bytes (any shape, uint8) -> its Int4Weight; shape (out, in)."""
-    blocks = raw.reshape(-1, BLOCK_SIZES[GGMLType.Q4_1][1])  # (n_blocks, 20)
-    rows, groups = shape[0], shape[1] // GROUP_SIZE
-    d = _f16(blocks[:, :2]).reshape(rows, groups)
-    m = _f16(blocks[:, 2:4]).reshape(rows, groups)
-    q = _unpack(blocks[:, 4:], bits=4, group=16).reshape(shape)
-    return Int4Weight.from_q4_1(d, m, q)
+    d, m, q = q4_1_fields(raw.reshape(-1, BLOCK_SIZES[GGMLType.Q4_1][1]))
+    groups = (shape[0], shape[1] // GROUP_SIZE)
+    return Int4Weight.from_q4_1(d.reshape(groups), m.reshape(groups), q.reshape(shape))
 
 
 def q8_0_weight(raw: torch.Tensor, shape: tuple[int, int]) -> Int4Weight:
     """A Q8_0 tensor's bytes -> the two-halves Int4Weight of shape (out, 2·in)."""
-    blocks = raw.reshape(-1, BLOCK_SIZES[GGMLType.Q8_0][1])  # (n_blocks, 34)
-    rows, groups = shape[0], shape[1] // GROUP_SIZE
-    d = _f16(blocks[:, :2]).reshape(rows, groups)
-    q = blocks[:, 2:].view(torch.int8).reshape(shape)
-    return Int4Weight.from_q8_0(d, q)
+    d, q = q8_0_fields(raw.reshape(-1, BLOCK_SIZES[GGMLType.Q8_0][1]))
+    return Int4Weight.from_q8_0(d.reshape(shape[0], shape[1] // GROUP_SIZE), q.reshape(shape))
 
 
 def gguf_int4_weights(source: str | Path | GGUFFile) -> dict[str, Int4Weight]:
