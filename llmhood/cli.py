@@ -18,6 +18,7 @@ from llmhood.errors import LLMHoodError
 from llmhood.generate import DEFAULT_BATCH_SIZE, check_batch_size
 from llmhood.generate.prompt_file import EXAMPLE, FilePrompt, read_prompts
 from llmhood.llm import DTYPES, LLM, load
+from llmhood.model.config import attention_kind
 from llmhood.model.parameters import parameter_counts
 from llmhood.modes import QUANTIZE
 from llmhood.registry import DEFAULT_MODEL, MODELS
@@ -92,7 +93,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     c, tok = llm.config, llm.tokenizer
     by_kind, by_layer = parameter_counts(llm.model.skeleton())
     total = sum(by_kind.values())
-    attention = "MHA" if c.n_kv_heads == c.n_heads else "MQA" if c.n_kv_heads == 1 else "GQA"
+    attention = attention_kind(c.n_heads, c.n_kv_heads)
     if args.json:
         print(json.dumps({"source": llm.source, "config": c.as_dict(), "dtype": str(llm.dtype),
                           "mode": llm.mode.name,
@@ -294,25 +295,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
     if args.quantize == "auto":  # plots show the weights themselves, not a packed form
         args.quantize = "none"
     llm = load_for(args)
-    kind, name, stem = args.kind, Path(args.model).name, args.kind
-    if kind == "params" and args.synthetic_untied:
-        title = f"Synthetic untied Llama of {name}'s shape (meta device: shapes, no values)"
-        result, stem = plot.plot_params(plot.synthetic_untied(llm.config), title), "params-untied"
-    elif kind == "params":
-        result = plot.plot_params(llm.model, f"{name} (real weights)")
-    elif kind == "rope":
-        result = plot.plot_rope(llm.config, args.position, factor=args.factor)
-    elif kind == "attention":
-        result = plot.plot_attention(llm, args.text, args.layer, args.head)
-        stem = f"attention-layer{args.layer}" + ("" if args.head is None else f"-head{args.head}")
-    elif kind == "logit-lens":
-        result = plot.plot_logit_lens(llm, args.text)
-    elif kind == "residual":
-        result = plot.plot_residual_norms(llm, args.text)
-    else:
-        size = llm.dtype.itemsize
-        weights = llm.model.num_parameters() * size
-        result = plot.plot_kv_cache(llm.config, size, args.max_context, weights, name)
+    kind = args.kind
+    options = {k: v for k, v in vars(args).items() if k in plot.MAKE_OPTIONS}
+    result, stem = plot.make(llm, kind, Path(args.model).name, **options)
     path = plot_path(args, stem)
     # Where --row looks is checked before anything is written, so a typo writes nothing.
     rows = plot.top_keys(result.table, args.row, args.k) if kind == "attention" and args.row else []

@@ -65,11 +65,15 @@ def test_plain_rope_is_unchanged_by_the_experiment_machinery(tiny_llm):
     torch.testing.assert_close(nll, F.cross_entropy(direct, tokens[1:], reduction="none"))
 
 
-def test_bad_requests_are_reported(tiny_llm):
+def test_bad_requests_are_reported(tiny_llm, monkeypatch):
     with pytest.raises(LLMHoodError, match="fewer than"):
         long_context.run(tiny_llm, length=10_000_000, progress=False)
     with pytest.raises(LLMHoodError, match="Unknown scheme"):
         long_context.run(tiny_llm, length=100, schemes=["rope-ish"], progress=False)
+    # A bad name after good ones is refused before any of them has been read.
+    monkeypatch.setattr(long_context, "nll_by_position", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(LLMHoodError, match="Unknown scheme"):
+        long_context.run(tiny_llm, length=100, schemes=["none", "rope-ish"], progress=False)
 
 
 def test_cli_prints_the_table_and_the_picture(tiny_llm, monkeypatch, capsys, tmp_path):

@@ -109,10 +109,11 @@ def run(
         )
     tokens = torch.tensor(ids[:length])
     factor = max(1.0, length / trained)
+    scalings = [scaling_for(scheme, factor, trained) for scheme in schemes]  # names checked first
     rows = []
     try:
-        for scheme in schemes:
-            model.set_rope_scaling(scaling_for(scheme, factor, trained), max_seq_len=length)
+        for scheme, scaling in zip(schemes, scalings, strict=True):
+            model.set_rope_scaling(scaling, max_seq_len=length)
             nll = nll_by_position(model, tokens, chunk, progress, desc=scheme)
             for start in range(0, nll.numel(), bucket):
                 part = nll[start : start + bucket]

@@ -38,17 +38,21 @@ class Captured:
     attention: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
+def check_layer(model: Transformer, layer: int) -> None:
+    n_layers = len(model.layers)
+    if not 0 <= layer < n_layers:
+        raise LLMHoodError(
+            f"Layer {layer} does not exist: this model has {n_layers} layers, 0 to {n_layers - 1}."
+        )
+
+
 @contextmanager
 def capture(model: Transformer, attention_layers: Iterable[int] = ()) -> Iterator[Captured]:
     """Record the residual stream of every block, and the attention weights of
     `attention_layers`, for each forward pass run inside the `with` block."""
     layers = sorted(set(attention_layers))
-    n_layers = len(model.layers)
     for i in layers:
-        if not 0 <= i < n_layers:
-            raise LLMHoodError(
-                f"Layer {i} does not exist: this model has {n_layers} layers, 0 to {n_layers - 1}."
-            )
+        check_layer(model, i)
     seen = Captured()
 
     def start(module, args, output: torch.Tensor) -> None:

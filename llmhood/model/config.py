@@ -27,6 +27,11 @@ PositionEncoding = Literal["rope", "cope", "none"]
 POSITION_ENCODINGS: tuple[str, ...] = get_args(PositionEncoding)
 
 
+def attention_kind(n_heads: int, n_kv_heads: int) -> str:
+    """MHA (a KV head per query head), MQA (one KV head for all) or GQA (in between)."""
+    return "MHA" if n_kv_heads == n_heads else "MQA" if n_kv_heads == 1 else "GQA"
+
+
 @dataclass
 class ModelConfig:
     dim: int = 576  # width of the residual stream

@@ -28,6 +28,12 @@ def kind_of(name: str) -> str:
     return TOP_KINDS.get(parts[0], parts[0])
 
 
+def layer_of(name: str) -> int | None:
+    """'layers.3.attention.wq.weight' -> 3; None for tensors outside the blocks."""
+    parts = name.split(".")
+    return int(parts[1]) if parts[0] == "layers" else None
+
+
 def is_tied(model: Transformer) -> bool:
     return model.output.weight is model.tok_embeddings.weight
 
@@ -39,7 +45,7 @@ def parameter_counts(model: Transformer) -> tuple[dict[str, int], dict[int, int]
     # named_parameters() yields a shared tensor once, under the first name that holds it.
     for name, p in model.named_parameters():
         by_kind[kind_of(name)] += p.numel()
-        parts = name.split(".")
-        if parts[0] == "layers":
-            by_layer[int(parts[1])] += p.numel()
+        layer = layer_of(name)
+        if layer is not None:
+            by_layer[layer] += p.numel()
     return dict(by_kind), dict(by_layer)

@@ -7,6 +7,7 @@ or SVG, `Table.to_csv` the numbers. `llmhood plot <kind>` is the same from the s
 
 from llmhood.plot.attention import attention_weights, plot_attention, top_keys
 from llmhood.plot.figure import Plot
+from llmhood.plot.kinds import KINDS, MAKE_OPTIONS, make
 from llmhood.plot.kv_cache import kv_cache_bytes, plot_kv_cache
 from llmhood.plot.logit_lens import logit_lens, plot_logit_lens
 from llmhood.plot.params import parameter_rows, plot_params, synthetic_untied
@@ -15,11 +16,14 @@ from llmhood.plot.rope import plot_rope, scaling_schemes
 from llmhood.plot.table import Table
 
 __all__ = [
+    "KINDS",
+    "MAKE_OPTIONS",
     "Plot",
     "Table",
     "attention_weights",
     "kv_cache_bytes",
     "logit_lens",
+    "make",
     "parameter_rows",
     "plot_attention",
     "plot_kv_cache",

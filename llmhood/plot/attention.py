@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 
 from llmhood.errors import LLMHoodError
 from llmhood.llm import LLM
+from llmhood.model.capture import check_layer
 from llmhood.plot.figure import Plot, new_figure, token_label
 from llmhood.plot.forward import forward_pass
 from llmhood.plot.table import Table
@@ -36,11 +37,7 @@ ANNOTATE_UP_TO = 16
 
 def check_layer_head(llm: LLM, layer: int, head: int | None) -> None:
     c = llm.config
-    if not 0 <= layer < c.n_layers:
-        raise LLMHoodError(
-            f"Layer {layer} does not exist: this model has {c.n_layers} layers, 0 to "
-            f"{c.n_layers - 1}."
-        )
+    check_layer(llm.model, layer)
     if head is not None and not 0 <= head < c.n_heads:
         raise LLMHoodError(
             f"Head {head} does not exist: this model has {c.n_heads} query heads per layer, "
@@ -50,7 +47,7 @@ def check_layer_head(llm: LLM, layer: int, head: int | None) -> None:
 
 def attention_weights(llm: LLM, text: str, layer: int) -> tuple[list[str], torch.Tensor]:
     """The tokens of `text` and layer `layer`'s weights, (n_heads, q_len, kv_len) float32."""
-    check_layer_head(llm, layer, None)
+    check_layer(llm.model, layer)  # before the forward pass, which also checks it
     seen = forward_pass(llm, text, [layer])
     return seen.tokens, seen.seen.attention[layer][0].float()
 

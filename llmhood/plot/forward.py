@@ -1,5 +1,5 @@
-"""A text as the plots that read a forward pass see it: token ids, token texts, and what
-the model computed on them."""
+"""A text as the plots that read a forward pass see it: its token texts, and what the
+model computed on them."""
 
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ MAX_TOKENS = 64
 class Pass:
     """One forward pass over a text."""
 
-    ids: list[int]
     tokens: list[str]  # each token decoded on its own, leading space included
-    logits: torch.Tensor  # (seqlen, vocab_size) float32
     seen: Captured  # batch dimension kept, as the model gives it
 
 
@@ -37,6 +35,8 @@ def forward_pass(llm: LLM, text: str, attention_layers: Iterable[int] = ()) -> P
             f"stay readable up to {MAX_TOKENS}. Use a shorter text."
         )
     tokens = [llm.tokenizer.decode([i]) for i in ids]
+    device = llm.model.tok_embeddings.weight.device
+    # The plots read the captured insides; of the output head, one position is enough.
     with capture(llm.model, attention_layers) as seen, torch.inference_mode():
-        logits = llm.model(torch.tensor([ids], device=llm.model.tok_embeddings.weight.device))
-    return Pass(ids, tokens, logits[0], seen)
+        llm.model(torch.tensor([ids], device=device), last_only=True)
+    return Pass(tokens, seen)

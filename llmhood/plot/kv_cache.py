@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from llmhood.errors import LLMHoodError
 from llmhood.model import ModelConfig
+from llmhood.model.config import attention_kind
 from llmhood.plot.figure import Plot, new_figure
 from llmhood.plot.table import Table
 
@@ -27,10 +28,6 @@ def kv_cache_bytes(
 ) -> int:
     """2 · n_layers · n_kv_heads · head_dim · bytes_per_element · context."""
     return 2 * config.n_layers * n_kv_heads * config.head_dim * bytes_per_element * context
-
-
-def attention_kind(n_heads: int, n_kv_heads: int) -> str:
-    return "MHA" if n_kv_heads == n_heads else "MQA" if n_kv_heads == 1 else "GQA"
 
 
 def kv_variants(config: ModelConfig) -> list[int]:

@@ -22,7 +22,7 @@ from matplotlib.figure import SubFigure
 from matplotlib.ticker import FuncFormatter
 
 from llmhood.model import ModelConfig, Transformer
-from llmhood.model.parameters import is_tied, kind_of
+from llmhood.model.parameters import is_tied, kind_of, layer_of
 from llmhood.plot.figure import Plot, new_figure
 from llmhood.plot.table import Table
 
@@ -48,7 +48,6 @@ def parameter_rows(model: Transformer) -> list[dict[str, Any]]:
     rows = []
     # named_parameters() yields a shared tensor once, under the first name that holds it.
     for name, p in model.named_parameters():
-        parts = name.split(".")
         kind = kind_of(name)
         rms = abs_max = None
         if not p.is_meta:
@@ -60,7 +59,7 @@ def parameter_rows(model: Transformer) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "kind": kind,
-                "layer": int(parts[1]) if parts[0] == "layers" else None,
+                "layer": layer_of(name),
                 "shape": "×".join(map(str, p.shape)),
                 "parameters": p.numel(),
                 "tied": tied and kind == "embedding",
@@ -129,11 +128,16 @@ def _bars_by_kind(ax: Axes, rows: list[dict[str, Any]], tied: bool, total: int) 
     ax.set_title("by kind of module")
 
 
+def _ordered_kinds(rows: list[dict[str, Any]]) -> list[str]:
+    """The kinds present in `rows`: those of ORDER first, in its order, then others sorted."""
+    present = {row["kind"] for row in rows}
+    return [k for k in ORDER if k in present] + sorted(present - set(ORDER))
+
+
 def _bars_by_layer(ax: Axes, rows: list[dict[str, Any]]) -> None:
     in_blocks = [row for row in rows if row["layer"] is not None]
     layers = sorted({row["layer"] for row in in_blocks})
-    kinds = [k for k in ORDER if any(row["kind"] == k for row in in_blocks)]
-    kinds += sorted({row["kind"] for row in in_blocks} - set(kinds))
+    kinds = _ordered_kinds(in_blocks)
     bottom = [0] * len(layers)
     for kind in kinds:
         per_layer = totals([row for row in in_blocks if row["kind"] == kind], "layer")
@@ -154,8 +158,7 @@ def _bars_by_layer(ax: Axes, rows: list[dict[str, Any]]) -> None:
 def _histograms(fig: SubFigure, model: Transformer, rows: list[dict[str, Any]], tied: bool) -> None:
     """Weight values per kind, pooled over the layers, log scale so that the tails show."""
     by_name = dict(model.named_parameters())
-    kinds = [k for k in ORDER if any(r["kind"] == k for r in rows)]
-    kinds += sorted({r["kind"] for r in rows} - set(kinds))
+    kinds = _ordered_kinds(rows)
     axes = fig.subplots(2, (len(kinds) + 1) // 2).flatten()
     for ax, kind in zip(axes, kinds, strict=False):
         of_kind = [r for r in rows if r["kind"] == kind]
