@@ -67,6 +67,7 @@ BATCH_QUESTIONS = (
 )
 ENGINES = (
     "llmhood",
+    "llmhood plain",
     "llmhood int8",
     "llmhood bf16",
     "llmhood fp32",
@@ -163,13 +164,17 @@ def decode_rate(stamps: list[float]) -> float | None:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
 
 
-def run_llmhood(w: Workload, dtype: str, quantize: str | None = "auto") -> Result:
+def run_llmhood(
+    w: Workload, dtype: str, quantize: str | None = "auto", decode_step: bool | None = None
+) -> Result:
     import llmhood
     from llmhood.generate import SamplingParams, generate
 
     result = Result(f"llmhood {quantize or dtype}", baseline_rss_mb=rss_mb())
     start = time.perf_counter()
-    llm = llmhood.load(w.model, dtype=dtype, quantize=quantize, progress=False)
+    llm = llmhood.load(
+        w.model, dtype=dtype, quantize=quantize, progress=False, decode_step=decode_step
+    )
     result.load_s = time.perf_counter() - start
     result.mode = llm.mode.name
     model, stops = llm.model, set(w.stop_ids)
@@ -314,6 +319,7 @@ def run_quality(w: Workload, _: str = "") -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[Workload, str], Any]] = {
     "llmhood": lambda w, _: run_llmhood(w, "auto"),
+    "llmhood plain": lambda w, _: run_llmhood(w, "auto", decode_step=False),
     "llmhood int8": lambda w, _: run_llmhood(w, "bfloat16", "int8"),
     "llmhood bf16": lambda w, _: run_llmhood(w, "bfloat16", None),
     "llmhood fp32": lambda w, _: run_llmhood(w, "float32", None),
@@ -341,23 +347,34 @@ KERNELS = {  # operators that do a step's arithmetic; everything else is overhea
     "aten::addmm": "float matmuls",
     "aten::bmm": "attention matmuls",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "attention matmuls",
+    "llmhood::decode_step": "decode step's own loops",
 }
 
 
 def profile_decode(model: Path, steps: int = 32, top: int = 12) -> str:
-    """Where the automatic mode's decode steps spend their time, by torch.profiler.
+    """Where the automatic mode's decode steps spend their time, by torch.profiler: through
+    the fused decode step (llmhood.model.decode_step), then through the Python blocks.
 
     The profiler adds a cost to every operator call, so its times overstate the many small
     calls; the wall time per step is measured without it, and the profile is read for
     shares and counts: how much goes to the matmuls that do the work, and how many other
     operator calls each step makes.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     import llmhood
 
     w = workload(model)
     llm = llmhood.load(model, progress=False)
+    fused = llm.model.decode_step is not None
+    reports = [_profile_steps(llm, w, steps, top, fused)]
+    if fused:
+        llm.model.set_decode_step(False)
+        reports.append(_profile_steps(llm, w, steps, top, False))
+    return "\n\n".join(reports)
+
+
+def _profile_steps(llm: Any, w: Workload, steps: int, top: int, fused: bool) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
     net, prompt = llm.model, torch.tensor([w.chat_ids])
     cache = net.new_cache(1, prompt.shape[1] + 2 * steps)
     with torch.inference_mode():
@@ -380,8 +397,9 @@ def profile_decode(model: Path, steps: int = 32, top: int = 12) -> str:
     for e in events:
         group = KERNELS.get(e.key, "everything else")
         shares[group] = shares.get(group, 0.0) + e.self_cpu_time_total / total
+    path = "the fused decode step" if fused else "the Python blocks"
     lines = [
-        f"decode steps of {llm.mode.name}, batch 1, context {prompt.shape[1]} to "
+        f"decode steps of {llm.mode.name} through {path}, batch 1, context {prompt.shape[1]} to "
         f"{prompt.shape[1] + 2 * steps} tokens: {wall * 1e3:.2f} ms per step "
         f"({1 / wall:.1f} tok/s), {calls:.0f} operator calls per step",
         "share of the profiled time (torch.profiler):",

@@ -40,6 +40,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quantize", default="auto", choices=["auto", "none", *QUANTIZE])
     g.add_argument("--no-fuse", action="store_true", help="separate q/k/v and gate/up matmuls")
     g.add_argument("--no-dense", action="store_true", help="int4: no bf16 copy for prefill")
+    g.add_argument(
+        "--no-decode-step", action="store_true", help="decode through the Python blocks, not C++"
+    )
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +76,15 @@ def load_for(args: argparse.Namespace) -> LLM:
     quantize = None if args.quantize == "none" else args.quantize
     fuse = False if args.no_fuse else None
     dense = False if args.no_dense else None
-    return load(args.model, dtype=args.dtype, quantize=quantize, fuse=fuse, dense=dense)
+    decode_step = False if args.no_decode_step else None
+    return load(
+        args.model,
+        dtype=args.dtype,
+        quantize=quantize,
+        fuse=fuse,
+        dense=dense,
+        decode_step=decode_step,
+    )
 
 
 def print_stream(pieces: Iterator[str]) -> str:
@@ -96,7 +107,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     attention = attention_kind(c.n_heads, c.n_kv_heads)
     if args.json:
         print(json.dumps({"source": llm.source, "config": c.as_dict(), "dtype": str(llm.dtype),
-                          "mode": llm.mode.name,
+                          "mode": llm.mode.name, "decode_step": llm.model.decode_step is not None,
                           "parameters": total, "by_kind": by_kind, "by_layer": by_layer,
                           "vocab_size": tok.vocab_size}, indent=2))  # fmt: skip
         return
@@ -115,6 +126,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"context      {c.max_seq_len} tokens")
     print(f"dtype        {str(llm.dtype).removeprefix('torch.')}")
     print(f"mode         {llm.mode.describe()}")
+    step = "one C++ call per token" if llm.model.decode_step else "the Python blocks"
+    print(f"decoding     {step} (llmhood.model.decode_step)")
     print(f"output head  {'tied to the embedding' if c.tie_embeddings else 'separate'}")
     specials = len(tok.special_ids)
     print(f"tokenizer    byte-level BPE, {tok.vocab_size} tokens ({specials} special)")

@@ -123,6 +123,7 @@ def load(
     quantize: str | None = "auto",
     fuse: bool | None = None,
     dense: bool | None = None,
+    decode_step: bool | None = None,
 ) -> LLM:
     """Load a model by name ("smollm2-135m"), or from a .gguf file, an HF or a Meta directory.
 
@@ -130,10 +131,12 @@ def load(
     perplexity stays within 2% of float32's is chosen (llmhood.modes; the first load of a
     file measures it, later loads remember). dtype="float32" is the exact reference path.
     quantize: "int4", "int8" or None; fuse: fused q/k/v and gate/up projections; dense:
-    int4 only, also keep bf16 weights for prefill and batches.
+    int4 only, also keep bf16 weights for prefill and batches; decode_step: one C++ call per
+    generated token instead of the Python blocks (llmhood.model.decode_step; by default on
+    where it can run, except in float32).
     """
     start = time.perf_counter()
     path = resolve(model)
     mode = choose(path, requested(dtype, quantize, fuse, dense), progress)
-    net, checkpoint = build(path, mode, progress)
+    net, checkpoint = build(path, mode, progress, decode_step=decode_step)
     return LLM(net, checkpoint.tokenizer, checkpoint.source, time.perf_counter() - start, mode)

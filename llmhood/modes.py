@@ -31,6 +31,7 @@ from torch import nn
 from llmhood import cache, prepared
 from llmhood.errors import LLMHoodError
 from llmhood.model import Transformer
+from llmhood.model.decode_step import DecodeStep
 from llmhood.model.fusion import GROUPS, fuse
 from llmhood.model.quantized import (
     Int4Linear,
@@ -155,14 +156,20 @@ def requested(
 
 
 def build(
-    path: Path, mode: Mode, progress: bool = True, keep: bool = True
+    path: Path,
+    mode: Mode,
+    progress: bool = True,
+    keep: bool = True,
+    decode_step: bool | None = None,
 ) -> tuple[Transformer, Checkpoint]:
     """The model at `path` in `mode`, and the checkpoint it came from (its tokenizer, source).
 
     Quantized modes on a GGUF file read the Q4_1/Q8_0 blocks of the linear layers directly
     and never dequantize them; everything else is dequantized to float first. A quantized
     model is saved once prepared (llmhood.prepared) and later loads map that file instead;
-    `keep=False` neither reads nor writes it.
+    `keep=False` neither reads nor writes it. `decode_step`: run single-token steps through
+    llmhood.model.decode_step (None: wherever it can, except in float32; True: raise
+    LLMHoodError where it cannot).
     """
     keep = keep and mode.quantize is not None
     restored = prepared.restore(path, mode.name, mode.dtype, progress) if keep else None
@@ -176,6 +183,12 @@ def build(
         # SDPA's fused CPU kernel has a large fixed cost per call and scales badly with the
         # batch when it gets one query per row; there two float32 matmuls are faster.
         model.set_attention("auto")
+    if decode_step is None and mode.dtype != torch.float32:  # the reference stays plain
+        problem = DecodeStep.problem(model)
+        if problem is not None and progress:
+            print(f"llmhood: the fused decode step is off ({problem}).", file=sys.stderr)
+        decode_step = problem is None
+    model.set_decode_step(bool(decode_step))
     return model.eval(), ckpt
 
 

@@ -12,8 +12,9 @@ from tiny_gguf import write_tiny_gguf
 import llmhood
 from llmhood import modes, prepared
 from llmhood.errors import LLMHoodError
-from llmhood.model import ModelConfig, Transformer
+from llmhood.model import ModelConfig, Transformer, decode_step
 from llmhood.model.attention import explicit_attention
+from llmhood.model.decode_step import DecodeStep
 from llmhood.model.fusion import fuse, unfuse
 from llmhood.model.quantized import Int4Linear, Int8Linear, Int8Weight, int4_kernel_only
 from llmhood.modes import REFERENCE, Mode, build, requested
@@ -215,6 +216,30 @@ def test_info_names_the_mode(tiny_gguf, capsys):
     assert "mode         int4+bfloat16+fused+dense" in out
     # Counted on the architecture, whatever form the weights are held in.
     assert "parameters   3," in out and "attention q" in out
+    assert "decoding     one C++ call per token" in out or "decode step is off" in err(capsys)
+    assert cli.main(["info", "--model", str(tiny_gguf), "--no-decode-step"]) == 0
+    assert "decoding     the Python blocks" in capsys.readouterr().out
+
+
+def err(capsys) -> str:
+    return capsys.readouterr().err
+
+
+def test_the_decode_step_is_on_by_default_except_in_float32(tiny_gguf, capsys, monkeypatch):
+    if decode_step.available() is not None:
+        pytest.skip(f"no decode step on this machine: {decode_step.available()}")
+    assert llmhood.load(tiny_gguf, quantize="int4", progress=False).model.decode_step
+    assert llmhood.load(tiny_gguf, dtype="bfloat16", progress=False).model.decode_step
+    assert not llmhood.load(tiny_gguf, dtype="float32", progress=False).model.decode_step
+    off = llmhood.load(tiny_gguf, quantize="int4", progress=False, decode_step=False)
+    assert off.model.decode_step is None
+    # Where it cannot run, a load says so and decodes the plain way; asking for it is an error.
+    monkeypatch.setattr(DecodeStep, "problem", lambda model: "no C++ compiler was found")
+    llm = llmhood.load(tiny_gguf, quantize="int4")
+    assert llm.model.decode_step is None
+    assert "decode step is off (no C++ compiler was found)" in err(capsys)
+    with pytest.raises(LLMHoodError, match="no C\\+\\+ compiler"):
+        llmhood.load(tiny_gguf, quantize="int4", progress=False, decode_step=True)
 
 
 @pytest.mark.real

@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmhood.errors import LLMHoodError
 from llmhood.model.attention import Attention, AttentionImpl, causal_mask
 from llmhood.model.config import ModelConfig
+from llmhood.model.decode_step import DecodeStep
 from llmhood.model.kv_cache import KVCache
 from llmhood.model.norm import RMSNorm
 from llmhood.model.rope import RoPE
@@ -56,6 +58,8 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self.rope = RoPE.from_config(config)
+        # The blocks of a decode step in one C++ call when set (decode_step.py); None: plain.
+        self.decode_step: DecodeStep | None = None
 
     def forward(
         self,
@@ -78,15 +82,18 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         if positions is None:
             positions = torch.arange(start, start + seqlen, device=tokens.device).expand(bs, -1)
-        # One new token with no padding may see every key: no mask to build or apply.
-        mask = None
-        if seqlen > 1 or key_padding is not None:
-            mask = causal_mask(seqlen, start + seqlen, key_padding).to(tokens.device)
-        rope_table = self.rope.table(positions)
 
         h = self.tok_embeddings(tokens)  # (bs, seqlen, dim)
-        for layer in self.layers:
-            h = layer(h, self.rope, rope_table, mask, cache)
+        if self.decode_step is not None and self.decode_step.applies(h, cache):
+            h = self.decode_step(h, positions, cache, key_padding)  # same blocks, one call
+        else:
+            # One new token with no padding may see every key: no mask to build or apply.
+            mask = None
+            if seqlen > 1 or key_padding is not None:
+                mask = causal_mask(seqlen, start + seqlen, key_padding).to(tokens.device)
+            rope_table = self.rope.table(positions)
+            for layer in self.layers:
+                h = layer(h, self.rope, rope_table, mask, cache)
         if cache is not None:
             cache.advance(seqlen)
         if last_only:
@@ -105,6 +112,22 @@ class Transformer(nn.Module):
         (SDPA for prompts, explicit for single-token steps)."""
         for layer in self.layers:
             layer.attention.impl = impl
+
+    def set_decode_step(self, on: bool) -> None:
+        """Run single-token decode steps through decode_step.cpp (True) or the Python blocks.
+
+        The step reads the layers as they are on each call, but it runs the blocks as the
+        model was built: while it is on, forward hooks on a block or captured attention
+        weights send a step back through the Python blocks, and hooks deeper inside do not
+        fire. Raises LLMHoodError when this model or machine cannot run it, saying why.
+        """
+        if not on:
+            self.decode_step = None
+            return
+        problem = DecodeStep.problem(self)
+        if problem is not None:
+            raise LLMHoodError(f"The fused decode step cannot run here: {problem}.")
+        self.decode_step = DecodeStep(self)
 
     def set_rope_scaling(self, scaling: RopeScaling | None, max_seq_len: int | None = None) -> None:
         """Run the loaded weights with other RoPE frequencies (None: plain RoPE).

@@ -1,0 +1,228 @@
+// One decode step through every transformer block, in a single call from Python.
+//
+// The arithmetic is that of the Python modules (norm.py, rope.py, attention.py's
+// explicit_attention, swiglu.py), operation for operation and rounding for rounding: the
+// same float32 statistics, the same casts back to the activation dtype, the same
+// matmul kernels (torch's int4 kernel or torch's linear). What it removes is everything
+// around them: at batch 1 a step of SmolLM2 is about 2,200 tensor operations, each a few
+// microseconds of Python and dispatch, and together as long as the matmuls themselves.
+// decode_step.py says when this path runs, and how it is built and checked.
+//
+// Conventions: T is the activation dtype (float or c10::BFloat16); every loop widens to
+// float32, computes, and rounds back with T(...), exactly where the Python code calls
+// .float() and .type_as(); the elementwise work is tiny (a few thousand numbers per
+// layer), so it runs on the calling thread; the matmuls, and attention over a long
+// context, use torch's threads.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_weight_int4pack_mm_for_cpu.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/linear.h>
+#include <c10/util/BFloat16.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using c10::BFloat16;
+
+inline float widen(float v) { return v; }
+inline float widen(BFloat16 v) {  // bf16 is the top half of a float32: a shift, which vectorizes
+  const uint32_t bits = uint32_t(v.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// A projection: torch's int4 kernel when `scale_zero` is defined, else a dense weight.
+at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale_zero,
+                   int64_t group_size) {
+  if (scale_zero.defined() && scale_zero.numel() > 0)
+    return at::_weight_int4pack_mm_for_cpu(x, w, group_size, scale_zero);
+  return at::linear(x, w);
+}
+
+// norm.py: weight * (x / sqrt(mean(x²) + eps)) with the statistic in float32 and the
+// normalised x rounded to T before the gain.  x, out: (rows, dim).
+template <typename T>
+void rms_norm(const T* x, const T* weight, T* out, int64_t rows, int64_t dim, float eps) {
+  for (int64_t r = 0; r < rows; r++, x += dim, out += dim) {
+    float squares = 0.f;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t i = 0; i < dim; i++) squares += widen(x[i]) * widen(x[i]);
+    const float inv = 1.f / std::sqrt(squares / dim + eps);
+    for (int64_t i = 0; i < dim; i++) out[i] = T(widen(weight[i]) * widen(T(widen(x[i]) * inv)));
+  }
+}
+
+// rope.py: rotate each channel pair (a, b) of `heads` heads by the row's angle, in float32.
+// Pairs are (2i, 2i+1) when interleaved, (i, i + d/2) otherwise. cos, sin: (head_dim / 2).
+template <typename T>
+void rotate(T* x, int64_t heads, int64_t head_dim, const float* cos, const float* sin,
+            bool interleaved) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < heads; h++, x += head_dim)
+    for (int64_t i = 0; i < half; i++) {
+      const int64_t a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+      const float xa = widen(x[a]), xb = widen(x[b]);
+      x[a] = T(xa * cos[i] - xb * sin[i]);
+      x[b] = T(xb * cos[i] + xa * sin[i]);
+    }
+}
+
+// attention.py's explicit_attention for one query per head: softmax(q·kᵀ/√d)·v in float32,
+// for the `group` query heads that share one KV head, in one pass over its keys.
+// q, out: (group, head_dim); k, v: (len, head_dim); keep: (len) or null, false for padding.
+template <typename T>
+void attend(const T* q, const T* k, const T* v, const bool* keep, T* out, int64_t group,
+            int64_t head_dim, int64_t len) {
+  const float scale = 1.f / std::sqrt(float(head_dim));
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  std::vector<float> qf(group * head_dim), row(head_dim), acc(group * head_dim), p(group * len);
+  for (int64_t i = 0; i < group * head_dim; i++) qf[i] = widen(q[i]);
+  for (int64_t j = 0; j < len; j++) {
+#pragma omp simd
+    for (int64_t d = 0; d < head_dim; d++) row[d] = widen(k[j * head_dim + d]);
+    for (int64_t h = 0; h < group; h++) {
+      float s = 0.f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t d = 0; d < head_dim; d++) s += qf[h * head_dim + d] * row[d];
+      // a padding key is masked, except the query's own slot (the last), as causal_mask does
+      p[h * len + j] = (keep && !keep[j] && j != len - 1) ? neg_inf : s * scale;
+    }
+  }
+  for (int64_t h = 0; h < group; h++) {
+    float* ph = p.data() + h * len;
+    const float top = *std::max_element(ph, ph + len);
+    float total = 0.f;
+    for (int64_t j = 0; j < len; j++) total += (ph[j] = std::exp(ph[j] - top));
+    for (int64_t j = 0; j < len; j++) ph[j] /= total;
+  }
+  for (int64_t j = 0; j < len; j++) {
+#pragma omp simd
+    for (int64_t d = 0; d < head_dim; d++) row[d] = widen(v[j * head_dim + d]);
+    for (int64_t h = 0; h < group; h++) {
+      const float w = p[h * len + j];
+#pragma omp simd
+      for (int64_t d = 0; d < head_dim; d++) acc[h * head_dim + d] += w * row[d];
+    }
+  }
+  for (int64_t i = 0; i < group * head_dim; i++) out[i] = T(acc[i]);
+}
+
+template <typename T>
+void add_into(T* x, const T* y, int64_t n) {  // x += y, rounded to T as `x + y` is
+  for (int64_t i = 0; i < n; i++) x[i] = T(widen(x[i]) + widen(y[i]));
+}
+
+// swiglu.py: silu(gate) ⊙ up, each product rounded to T as the two Python ops round.
+// gate_up: (rows, 2·hidden), gate first; out: (rows, hidden).
+template <typename T>
+void silu_mul(const T* gate_up, T* out, int64_t rows, int64_t hidden) {
+  for (int64_t r = 0; r < rows; r++, gate_up += 2 * hidden, out += hidden)
+    for (int64_t i = 0; i < hidden; i++) {
+      const float g = widen(gate_up[i]);
+      out[i] = T(widen(T(g / (1.f + std::exp(-g)))) * widen(gate_up[hidden + i]));
+    }
+}
+
+template <typename T>
+at::Tensor run(const at::Tensor& h_in, at::TensorList weights, const at::Tensor& cos,
+               const at::Tensor& sin, const at::Tensor& k_cache, const at::Tensor& v_cache,
+               int64_t slot, const std::optional<at::Tensor>& key_padding, int64_t n_heads,
+               int64_t n_kv_heads, bool interleaved, double eps, int64_t group_size) {
+  const int64_t bs = h_in.size(0), dim = h_in.size(-1), n_layers = k_cache.size(0);
+  const int64_t head_dim = k_cache.size(-1), len = slot + 1;
+  const int64_t q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
+  // k_cache, v_cache: (n_layers, bs, n_kv_heads, max_len, head_dim), positions contiguous
+  const int64_t layer_stride = k_cache.stride(0), row_stride = k_cache.stride(1);
+  const int64_t head_stride = k_cache.stride(2);
+  at::Tensor h = h_in.reshape({bs, dim}).clone();  // the residual stream, updated in place
+  at::Tensor normed = at::empty({bs, dim}, h.options());
+  at::Tensor attended = at::empty({bs, q_dim}, h.options());
+  T* hp = h.data_ptr<T>();
+  T* np = normed.data_ptr<T>();
+  T* ap = attended.data_ptr<T>();
+  const float* cp = cos.data_ptr<float>();  // (bs, head_dim / 2)
+  const float* sp = sin.data_ptr<float>();
+  const bool* keep = key_padding ? key_padding->data_ptr<bool>() : nullptr;  // (bs, len)
+  const float epsf = float(eps);
+
+  for (int64_t layer = 0; layer < n_layers; layer++) {
+    const at::Tensor* w = &weights[layer * 10];  // see decode_step.py: layer_weights
+    T* kl = k_cache.data_ptr<T>() + layer * layer_stride;
+    T* vl = v_cache.data_ptr<T>() + layer * layer_stride;
+
+    rms_norm(hp, w[0].data_ptr<T>(), np, bs, dim, epsf);
+    at::Tensor qkv = project(normed, w[2], w[3], group_size).contiguous();  // (bs, q+k+v)
+    T* qkvp = qkv.data_ptr<T>();
+    for (int64_t b = 0; b < bs; b++) {
+      T* row = qkvp + b * (q_dim + 2 * kv_dim);
+      const float* c = cp + b * head_dim / 2;
+      const float* s = sp + b * head_dim / 2;
+      rotate(row, n_heads + n_kv_heads, head_dim, c, s, interleaved);  // q and k side by side
+      for (int64_t g = 0; g < n_kv_heads; g++) {  // this step's K and V into the cache
+        const int64_t at = b * row_stride + g * head_stride + slot * head_dim;
+        std::memcpy(kl + at, row + q_dim + g * head_dim, head_dim * sizeof(T));
+        std::memcpy(vl + at, row + q_dim + kv_dim + g * head_dim, head_dim * sizeof(T));
+      }
+    }
+    // One task per (row, KV head); with a long context they are worth torch's threads.
+    const int64_t group = n_heads / n_kv_heads, tasks = bs * n_kv_heads;
+    at::parallel_for(0, tasks, len >= 256 ? 1 : tasks, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last; t++) {
+        const int64_t b = t / n_kv_heads, g = t % n_kv_heads;
+        const int64_t kv = b * row_stride + g * head_stride;
+        const int64_t q = b * (q_dim + 2 * kv_dim) + g * group * head_dim;
+        attend(qkvp + q, kl + kv, vl + kv, keep ? keep + b * len : nullptr,
+               ap + b * q_dim + g * group * head_dim, group, head_dim, len);
+      }
+    });
+    at::Tensor out = project(attended, w[4], w[5], group_size).contiguous();
+    add_into(hp, out.data_ptr<T>(), bs * dim);
+
+    rms_norm(hp, w[1].data_ptr<T>(), np, bs, dim, epsf);
+    at::Tensor gate_up = project(normed, w[6], w[7], group_size).contiguous();
+    const int64_t hidden = gate_up.size(1) / 2;
+    at::Tensor act = at::empty({bs, hidden}, h.options());
+    silu_mul(gate_up.data_ptr<T>(), act.data_ptr<T>(), bs, hidden);
+    out = project(act, w[8], w[9], group_size).contiguous();
+    add_into(hp, out.data_ptr<T>(), bs * dim);
+  }
+  return h.view({bs, 1, dim});
+}
+
+at::Tensor decode_step(const at::Tensor& h, at::TensorList weights, const at::Tensor& cos,
+                       const at::Tensor& sin, const at::Tensor& k_cache,
+                       const at::Tensor& v_cache, int64_t slot,
+                       const std::optional<at::Tensor>& key_padding, int64_t n_heads,
+                       int64_t n_kv_heads, bool interleaved, double eps, int64_t group_size) {
+  TORCH_CHECK(k_cache.strides() == v_cache.strides() && k_cache.stride(4) == 1 &&
+                  k_cache.stride(3) == k_cache.size(4),
+              "K and V caches must share one layout, each position's head_dim contiguous");
+  TORCH_CHECK(slot < k_cache.size(3), "the KV cache is full");
+  TORCH_CHECK(weights.size() == size_t(k_cache.size(0)) * 10, "10 tensors per layer expected");
+  if (h.scalar_type() == at::kBFloat16)
+    return run<BFloat16>(h, weights, cos, sin, k_cache, v_cache, slot, key_padding, n_heads,
+                         n_kv_heads, interleaved, eps, group_size);
+  TORCH_CHECK(h.scalar_type() == at::kFloat, "decode_step runs in bfloat16 or float32");
+  return run<float>(h, weights, cos, sin, k_cache, v_cache, slot, key_padding, n_heads,
+                    n_kv_heads, interleaved, eps, group_size);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(llmhood, m) {
+  m.def(
+      "decode_step(Tensor h, Tensor[] weights, Tensor cos, Tensor sin, Tensor(a!) k_cache, "
+      "Tensor(b!) v_cache, int slot, Tensor? key_padding, int n_heads, int n_kv_heads, "
+      "bool interleaved, float eps, int group_size) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(llmhood, CPU, m) { m.impl("decode_step", &decode_step); }
