@@ -3,30 +3,29 @@
 // The arithmetic is that of the Python modules (norm.py, rope.py, attention.py's
 // explicit_attention, swiglu.py), operation for operation and rounding for rounding: the
 // same float32 statistics, the same casts back to the activation dtype, the same
-// matmul kernels (torch's int4 kernel or torch's linear). What it removes is everything
-// around them: at batch 1 a step of SmolLM2 is about 2,200 tensor operations, each a few
-// microseconds of Python and dispatch, and together as long as the matmuls themselves.
-// decode_step.py says when this path runs, and how it is built and checked.
+// kernels for the matmuls and attention (torch's int4 kernel or linear; bmm and softmax).
+// What it removes is everything around them: at batch 1 a step of SmolLM2 is about 2,200
+// tensor operations, each a few microseconds of Python and dispatch, and together as long
+// as the matmuls themselves. decode_step.py says when this path runs, how it is built, and
+// how it is checked.
 //
-// Conventions: T is the activation dtype (float or c10::BFloat16); every loop widens to
-// float32, computes, and rounds back with T(...), exactly where the Python code calls
-// .float() and .type_as(); the elementwise work is tiny (a few thousand numbers per
-// layer), so it runs on the calling thread; the matmuls, and attention over a long
-// context, use torch's threads.
+// Conventions: T is the activation dtype (float or c10::BFloat16). The elementwise work
+// (norms, rotations, residual adds, SwiGLU's product) is a few thousand numbers per layer,
+// written out as loops on the calling thread: each widens to float32, computes, and rounds
+// back with T(...) exactly where the Python code calls .float() and .type_as().
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_weight_int4pack_mm_for_cpu.h>
+#include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/softmax.h>
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <vector>
 
 namespace {
 
@@ -76,44 +75,24 @@ void rotate(T* x, int64_t heads, int64_t head_dim, const float* cos, const float
     }
 }
 
-// attention.py's explicit_attention for one query per head: softmax(q·kᵀ/√d)·v in float32,
-// for the `group` query heads that share one KV head, in one pass over its keys.
-// q, out: (group, head_dim); k, v: (len, head_dim); keep: (len) or null, false for padding.
-template <typename T>
-void attend(const T* q, const T* k, const T* v, const bool* keep, T* out, int64_t group,
-            int64_t head_dim, int64_t len) {
-  const float scale = 1.f / std::sqrt(float(head_dim));
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  std::vector<float> qf(group * head_dim), row(head_dim), acc(group * head_dim), p(group * len);
-  for (int64_t i = 0; i < group * head_dim; i++) qf[i] = widen(q[i]);
-  for (int64_t j = 0; j < len; j++) {
-#pragma omp simd
-    for (int64_t d = 0; d < head_dim; d++) row[d] = widen(k[j * head_dim + d]);
-    for (int64_t h = 0; h < group; h++) {
-      float s = 0.f;
-#pragma omp simd reduction(+ : s)
-      for (int64_t d = 0; d < head_dim; d++) s += qf[h * head_dim + d] * row[d];
-      // a padding key is masked, except the query's own slot (the last), as causal_mask does
-      p[h * len + j] = (keep && !keep[j] && j != len - 1) ? neg_inf : s * scale;
-    }
-  }
-  for (int64_t h = 0; h < group; h++) {
-    float* ph = p.data() + h * len;
-    const float top = *std::max_element(ph, ph + len);
-    float total = 0.f;
-    for (int64_t j = 0; j < len; j++) total += (ph[j] = std::exp(ph[j] - top));
-    for (int64_t j = 0; j < len; j++) ph[j] /= total;
-  }
-  for (int64_t j = 0; j < len; j++) {
-#pragma omp simd
-    for (int64_t d = 0; d < head_dim; d++) row[d] = widen(v[j * head_dim + d]);
-    for (int64_t h = 0; h < group; h++) {
-      const float w = p[h * len + j];
-#pragma omp simd
-      for (int64_t d = 0; d < head_dim; d++) acc[h * head_dim + d] += w * row[d];
-    }
-  }
-  for (int64_t i = 0; i < group * head_dim; i++) out[i] = T(acc[i]);
+// attention.py's explicit_attention for one query per row and head, with the same ATen
+// calls: K and V widened to float32, q·kᵀ/√d by batched matmul, the mask, softmax, ·v.
+// q: (bs, n_heads · head_dim); k, v: (bs, n_kv_heads, len, head_dim), views of the cache;
+// hidden: (bs, 1, 1, len) bool, true at padding, or undefined.
+// Returns (bs, n_heads · head_dim) in q's dtype.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const at::Tensor& hidden) {
+  const int64_t bs = k.size(0), n_kv = k.size(1), len = k.size(2), head_dim = k.size(3);
+  const int64_t group = q.size(1) / head_dim / n_kv;
+  at::Tensor k32 = k.to(at::kFloat).reshape({bs * n_kv, len, head_dim});
+  at::Tensor v32 = v.to(at::kFloat).reshape({bs * n_kv, len, head_dim});
+  at::Tensor q32 = q.to(at::kFloat).reshape({bs * n_kv, group, head_dim});
+  at::Tensor scores = at::bmm(q32, k32.transpose(1, 2)).mul_(1.0 / std::sqrt(double(head_dim)));
+  if (hidden.defined())
+    scores.view({bs, n_kv, group, len})
+        .masked_fill_(hidden, -std::numeric_limits<double>::infinity());
+  at::Tensor out = at::bmm(at::softmax(scores, -1), v32);
+  return out.view({bs, n_kv * group * head_dim}).to(q.scalar_type());
 }
 
 template <typename T>
@@ -145,13 +124,16 @@ at::Tensor run(const at::Tensor& h_in, at::TensorList weights, const at::Tensor&
   const int64_t head_stride = k_cache.stride(2);
   at::Tensor h = h_in.reshape({bs, dim}).clone();  // the residual stream, updated in place
   at::Tensor normed = at::empty({bs, dim}, h.options());
-  at::Tensor attended = at::empty({bs, q_dim}, h.options());
   T* hp = h.data_ptr<T>();
   T* np = normed.data_ptr<T>();
-  T* ap = attended.data_ptr<T>();
   const float* cp = cos.data_ptr<float>();  // (bs, head_dim / 2)
   const float* sp = sin.data_ptr<float>();
-  const bool* keep = key_padding ? key_padding->data_ptr<bool>() : nullptr;  // (bs, len)
+  at::Tensor hidden;  // (bs, 1, 1, len): the padding a query may not see; not its own slot
+  if (key_padding) {
+    hidden = key_padding->logical_not();
+    hidden.select(1, slot).fill_(false);
+    hidden = hidden.view({bs, 1, 1, len});
+  }
   const float epsf = float(eps);
 
   for (int64_t layer = 0; layer < n_layers; layer++) {
@@ -173,17 +155,9 @@ at::Tensor run(const at::Tensor& h_in, at::TensorList weights, const at::Tensor&
         std::memcpy(vl + at, row + q_dim + kv_dim + g * head_dim, head_dim * sizeof(T));
       }
     }
-    // One task per (row, KV head); with a long context they are worth torch's threads.
-    const int64_t group = n_heads / n_kv_heads, tasks = bs * n_kv_heads;
-    at::parallel_for(0, tasks, len >= 256 ? 1 : tasks, [&](int64_t first, int64_t last) {
-      for (int64_t t = first; t < last; t++) {
-        const int64_t b = t / n_kv_heads, g = t % n_kv_heads;
-        const int64_t kv = b * row_stride + g * head_stride;
-        const int64_t q = b * (q_dim + 2 * kv_dim) + g * group * head_dim;
-        attend(qkvp + q, kl + kv, vl + kv, keep ? keep + b * len : nullptr,
-               ap + b * q_dim + g * group * head_dim, group, head_dim, len);
-      }
-    });
+    at::Tensor k_all = k_cache.select(0, layer).narrow(2, 0, len);  // (bs, kv, len, hd)
+    at::Tensor v_all = v_cache.select(0, layer).narrow(2, 0, len);
+    at::Tensor attended = attend(qkv.narrow(1, 0, q_dim), k_all, v_all, hidden);
     at::Tensor out = project(attended, w[4], w[5], group_size).contiguous();
     add_into(hp, out.data_ptr<T>(), bs * dim);
 
