@@ -19,6 +19,7 @@ from llmhood.model import ModelConfig, Transformer
 from llmhood.model import decode_step as step_module
 from llmhood.model.capture import capture
 from llmhood.model.fusion import fuse
+from llmhood.model.quantized import Int4Linear
 from llmhood.model.rope_scaling import RopeScaling
 from llmhood.model.transformer import TransformerBlock
 from llmhood.modes import Mode, quantize_linears
@@ -97,6 +98,19 @@ def test_bf16_and_int4_steps_equal_the_python_blocks():
     prompt = torch.randint(0, 97, (2, 7))
     assert_step_equals_plain(tiny(dtype=torch.bfloat16), prompt, atol=3e-2)
     assert_step_equals_plain(tiny(int4=True), prompt, atol=3e-2)
+
+
+def test_int4_layers_switch_to_their_dense_copies_as_their_forward_does():
+    model = tiny(int4=True)
+    layers = [m for m in model.modules() if isinstance(m, Int4Linear)]
+    for m in layers:
+        m.dense_rows = 3
+    prompt = torch.randint(0, 97, (3, 7))
+    assert_step_equals_plain(model, prompt, atol=3e-2)  # 3 rows: the dense copies
+    assert_step_equals_plain(model, prompt[:2], atol=3e-2)  # 2 rows: the int4 kernel
+    dense = step_module.layer_weights(model, rows=3)
+    assert any(w is layers[0].dense for w in dense)
+    assert not any(w is layers[0].dense for w in step_module.layer_weights(model, rows=2))
 
 
 def test_scaled_rope_with_an_attention_scale():

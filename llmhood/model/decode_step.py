@@ -21,9 +21,9 @@ and models keep the plain path. `Transformer.set_decode_step` switches it; `llmh
 turns it on for the bf16 and quantized modes, where the overhead matters most.
 
 It runs when a forward pass is one new token per row with a KV cache, and the model is in
-the shape it was built for: fused q/k/v and gate/up, RoPE, no CoPE, and nobody observing the
-blocks (forward hooks, captured attention weights), which a single call could not honour.
-Anything else takes the plain path.
+the shape it was built for: fused q/k/v and gate/up, RoPE, no CoPE, no gradients to track,
+and nobody observing the blocks (forward hooks, captured attention weights), which a single
+call could not honour. Anything else takes the plain path.
 """
 
 from __future__ import annotations
@@ -136,21 +136,24 @@ def load_library() -> str | None:
     return None
 
 
-def _matmul(module: nn.Module) -> list[torch.Tensor]:
-    """A projection as decode_step.cpp takes it: int4 (packed, scale_zero) or (weight, empty)."""
+def _matmul(module: nn.Module, rows: int) -> list[torch.Tensor]:
+    """A projection as decode_step.cpp takes it for `rows` input rows, choosing as the module's
+    own forward would: int4 (packed, scale_zero), or a float weight and an empty tensor."""
     if isinstance(module, Int4Linear):
+        if module.dense is not None and rows >= module.dense_rows:
+            return [module.dense, torch.empty(0)]
         return [module.packed, module.scale_zero]
     return [module.weight, torch.empty(0)]
 
 
-def layer_weights(model: nn.Module) -> list[torch.Tensor]:
+def layer_weights(model: nn.Module, rows: int) -> list[torch.Tensor]:
     """Per block: attention_norm, ffn_norm, then wqkv, wo, w13 and w2 as `_matmul` gives them."""
     weights = []
     for block in model.layers:
         attention, ffn = block.attention, block.feed_forward
         weights += [block.attention_norm.weight, block.ffn_norm.weight]
         for module in (attention.wqkv, attention.wo, ffn.w13, ffn.w2):
-            weights += _matmul(module)
+            weights += _matmul(module, rows)
     return weights
 
 
@@ -185,9 +188,6 @@ class DecodeStep:
         self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
         self.interleaved = config.rope_style == "interleaved"
         self.eps = config.norm_eps
-        # Below this many rows, int4 layers use their int4 kernel in the plain path too.
-        dense = [m for m in model.modules() if isinstance(m, Int4Linear) and m.dense is not None]
-        self.max_rows = min((m.dense_rows for m in dense), default=sys.maxsize)
 
     @staticmethod
     def problem(model: nn.Module) -> str | None:
@@ -196,8 +196,10 @@ class DecodeStep:
 
     def applies(self, h: torch.Tensor, cache: KVCache | None) -> bool:
         """Whether this forward pass is one the step computes as the blocks would."""
-        bs, seqlen, _ = h.shape
-        if seqlen != 1 or cache is None or bs >= self.max_rows or cache.length >= cache.max_len:
+        seqlen = h.shape[1]
+        if seqlen != 1 or cache is None or cache.length >= cache.max_len:
+            return False
+        if h.requires_grad:  # the C++ step has no backward; training takes the blocks
             return False
         for block in self.model.layers:
             if block._forward_hooks or block._forward_pre_hooks or block.attention.capture_weights:
@@ -221,7 +223,7 @@ class DecodeStep:
             key_padding = key_padding.to(torch.bool).contiguous()
         return torch.ops.llmhood.decode_step(
             h,
-            layer_weights(self.model),
+            layer_weights(self.model, h.shape[0]),
             cos,
             sin,
             cache.k,
