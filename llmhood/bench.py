@@ -347,7 +347,7 @@ KERNELS = {  # operators that do a step's arithmetic; everything else is overhea
     "aten::addmm": "float matmuls",
     "aten::bmm": "attention matmuls",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "attention matmuls",
-    "llmhood::decode_step": "decode step's own loops",
+    "llmhood::decode_step": "decode step loops",
 }
 
 

@@ -11,6 +11,7 @@ from tiny_gguf import write_tiny_gguf
 
 from llmhood import bench, cli
 from llmhood.bench import Report, Result, Workload
+from llmhood.model import decode_step
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,9 @@ def test_bench_profile_says_where_decode_time_goes(tiny_gguf, tmp_path, monkeypa
     shares = {name.strip(): share for name, share in rows}
     assert {"int4 matmuls", "everything else"} <= shares.keys()
     assert 99 <= sum(float(v.rstrip("%")) for v in shares.values()) <= 101
+    assert "through the Python blocks" in out  # and first through the decode step, if built
+    if decode_step.available() is None:
+        assert "through the fused decode step" in out and "decode step loops" in out
 
 
 def test_bench_refuses_what_it_cannot_run(tiny_gguf, tmp_path, capsys):

@@ -11,8 +11,8 @@ matmuls took about 4.8 ms of an 8.6 ms step; the other 3.8 ms was this overhead.
 `decode_step.cpp` runs the blocks for one new token per row in a single call. Its
 elementwise arithmetic is written out in loops that mirror the Python modules rounding for
 rounding, and its matmuls and attention call torch's own kernels, so the Python model stays
-the reference and this is only a faster way to run it: tests hold the two equal. After it,
-a step of SmolLM2 in int4 is nine tenths int4 matmuls (`llmhood bench --profile`).
+the reference and this is only a faster way to run it: tests hold the two equal. With it, a
+step of SmolLM2 in int4 is mostly the int4 matmuls (`llmhood bench --profile`).
 
 It is compiled on first use with the machine's C++ compiler against the installed torch
 (about 10 s) and cached in llmhood's cache directory, keyed by the source, torch, the
