@@ -148,6 +148,21 @@ def test_a_shrunk_cache_is_read_through_its_strides():
     torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-5)
 
 
+def test_steps_that_track_gradients_take_the_python_path(monkeypatch):
+    model, calls = tiny(), []
+    model.set_decode_step(True)
+    op = torch.ops.llmhood.decode_step
+    monkeypatch.setattr(torch.ops.llmhood, "decode_step", lambda *a: calls.append(1) or op(*a))
+    prompt = torch.randint(0, 97, (1, 5))
+    cache = model.new_cache(1, 8)
+    model(prompt, cache=cache)  # gradients tracked: the step has no backward
+    assert model(prompt[:, :1], cache=cache).requires_grad
+    assert not calls
+    with torch.inference_mode():
+        model(prompt[:, :1], cache=cache)
+    assert len(calls) == 1
+
+
 def test_observed_blocks_take_the_python_path():
     model = tiny()
     model.set_decode_step(True)

@@ -201,6 +201,8 @@ class DecodeStep:
             return False
         if h.requires_grad:  # the C++ step has no backward; training takes the blocks
             return False
+        if h.device.type != "cpu":  # a CPU kernel: a model moved to a GPU runs its blocks
+            return False
         for block in self.model.layers:
             if block._forward_hooks or block._forward_pre_hooks or block.attention.capture_weights:
                 return False
