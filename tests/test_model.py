@@ -149,6 +149,8 @@ def test_causal_mask_shape_and_content():
     assert torch.equal(
         padded[0, 0], torch.tensor([[1, 0, 0], [0, 1, 0], [0, 1, 1]], dtype=torch.bool)
     )
+    # Built where the padding lives (a GPU in use; the meta device here), not on the CPU.
+    assert causal_mask(3, 3, torch.ones(1, 3, dtype=torch.bool, device="meta")).is_meta
 
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2, 1], ids=["MHA", "GQA", "MQA"])

@@ -51,8 +51,9 @@ def causal_mask(q_len: int, kv_len: int, key_padding: torch.Tensor | None = None
     cache), so query i may see keys 0 .. kv_len - q_len + i. `key_padding` (bs, kv_len) is
     True for real tokens and False for padding.
     """
-    q_pos = torch.arange(kv_len - q_len, kv_len)[:, None]
-    k_pos = torch.arange(kv_len)[None, :]
+    device = key_padding.device if key_padding is not None else None
+    q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
+    k_pos = torch.arange(kv_len, device=device)[None, :]
     mask = (k_pos <= q_pos)[None, None]  # (1, 1, q_len, kv_len)
     if key_padding is not None:
         # A padding query still sees itself, so that no softmax row is all -inf (NaN);
