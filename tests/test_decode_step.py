@@ -191,6 +191,10 @@ def test_a_missing_or_failing_compiler_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "false")  # a compiler that always fails
     assert "failed" in step_module.load_library()
     assert not list(tmp_path.rglob("*.so"))  # nothing half-built is left to be loaded
+    monkeypatch.setenv("CXX", "c++")
+    monkeypatch.setenv("LLMHOOD_CACHE", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("a file where the cache directory should be")
+    assert "could not be built in" in step_module.load_library()
 
 
 @pytest.mark.real

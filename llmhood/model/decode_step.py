@@ -94,20 +94,22 @@ def library_path(compiler: str) -> Path:
 
 
 def _compile(compiler: str, target: Path) -> str | None:
-    """Build the library at `target`; None on success, else the compiler's complaint."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Build the library at `target`; None on success, else what went wrong."""
     print(f"llmhood: compiling the fused decode step, once (~10 s) -> {target}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        try:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / target.name
             done = subprocess.run(
                 _command(compiler, built), capture_output=True, text=True, timeout=600
             )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"{compiler} could not run: {e}"
-        if done.returncode != 0:
-            return f"{compiler} failed: {done.stderr.strip()[-2000:]}"
-        os.replace(built, target)  # atomic: a concurrent load sees all of it or nothing
+            if done.returncode != 0:
+                return f"{compiler} failed: {done.stderr.strip()[-2000:]}"
+            os.replace(built, target)  # atomic: a concurrent load sees all of it or nothing
+    except subprocess.TimeoutExpired:
+        return f"{compiler} took more than 10 minutes"
+    except OSError as e:  # no such program, or a cache directory that cannot be written
+        return f"it could not be built in {target.parent}: {e}"
     return None
 
 
