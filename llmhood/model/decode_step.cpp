@@ -9,16 +9,17 @@
 // as the matmuls themselves. decode_step.py says when this path runs, how it is built, and
 // how it is checked.
 //
-// Conventions: T is the activation dtype (float or c10::BFloat16). The elementwise work
-// (norms, rotations, residual adds, SwiGLU's product) is a few thousand numbers per layer,
-// written out as loops on the calling thread: each widens to float32, computes, and rounds
-// back with T(...) exactly where the Python code calls .float() and .type_as().
+// Conventions: T is the activation dtype (float or c10::BFloat16). The norms, rotations and
+// residual adds are a few thousand numbers per layer, written out as loops on the calling
+// thread: each widens to float32, computes, and rounds back with T(...) exactly where the
+// Python code calls .float() and .type_as(). SwiGLU's exp is left to torch's vectorized silu.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_weight_int4pack_mm_for_cpu.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/silu.h>
 #include <ATen/ops/softmax.h>
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
@@ -100,17 +101,6 @@ void add_into(T* x, const T* y, int64_t n) {  // x += y, rounded to T as `x + y`
   for (int64_t i = 0; i < n; i++) x[i] = T(widen(x[i]) + widen(y[i]));
 }
 
-// swiglu.py: silu(gate) ⊙ up, each product rounded to T as the two Python ops round.
-// gate_up: (rows, 2·hidden), gate first; out: (rows, hidden).
-template <typename T>
-void silu_mul(const T* gate_up, T* out, int64_t rows, int64_t hidden) {
-  for (int64_t r = 0; r < rows; r++, gate_up += 2 * hidden, out += hidden)
-    for (int64_t i = 0; i < hidden; i++) {
-      const float g = widen(gate_up[i]);
-      out[i] = T(widen(T(g / (1.f + std::exp(-g)))) * widen(gate_up[hidden + i]));
-    }
-}
-
 template <typename T>
 at::Tensor run(const at::Tensor& h_in, at::TensorList weights, const at::Tensor& cos,
                const at::Tensor& sin, const at::Tensor& k_cache, const at::Tensor& v_cache,
@@ -162,10 +152,9 @@ at::Tensor run(const at::Tensor& h_in, at::TensorList weights, const at::Tensor&
     add_into(hp, out.data_ptr<T>(), bs * dim);
 
     rms_norm(hp, w[1].data_ptr<T>(), np, bs, dim, epsf);
-    at::Tensor gate_up = project(normed, w[6], w[7], group_size).contiguous();
-    const int64_t hidden = gate_up.size(1) / 2;
-    at::Tensor act = at::empty({bs, hidden}, h.options());
-    silu_mul(gate_up.data_ptr<T>(), act.data_ptr<T>(), bs, hidden);
+    at::Tensor gate_up = project(normed, w[6], w[7], group_size);  // (bs, 2 · hidden)
+    const int64_t hidden = gate_up.size(1) / 2;  // swiglu.py: silu(gate) ⊙ up
+    at::Tensor act = at::silu(gate_up.narrow(1, 0, hidden)).mul_(gate_up.narrow(1, hidden, hidden));
     out = project(act, w[8], w[9], group_size).contiguous();
     add_into(hp, out.data_ptr<T>(), bs * dim);
   }
