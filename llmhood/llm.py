@@ -139,4 +139,23 @@ def load(
     path = resolve(model)
     mode = choose(path, requested(dtype, quantize, fuse, dense), progress)
     net, checkpoint = build(path, mode, progress, decode_step=decode_step)
+    warm_up(net)
     return LLM(net, checkpoint.tokenizer, checkpoint.source, time.perf_counter() - start, mode)
+
+
+def warm_up(model: Transformer, prompt_tokens: int = 32) -> None:
+    """Run one short prompt and one decode step, and throw them away.
+
+    The first forward passes in a process pay for setting up what later ones reuse: the
+    matmul libraries' kernels for this CPU, torch's thread pool, the allocator's first
+    blocks. On SmolLM2 and 2 cores that is about 30 ms on the first answer's first token.
+    Paid here, it makes the load that much longer and the first answer as quick as the next
+    (llama.cpp warms up at load the same way). The prompt is long enough to take the dense
+    path of int4 layers, the step the single-token path.
+    """
+    device = model.tok_embeddings.weight.device
+    with torch.inference_mode():
+        tokens = torch.zeros(1, prompt_tokens, dtype=torch.long, device=device)
+        cache = model.new_cache(1, prompt_tokens + 1)
+        model(tokens, cache=cache, last_only=True)
+        model(tokens[:, :1], cache=cache, last_only=True)
