@@ -51,8 +51,10 @@ def tiny(style: str = "interleaved", dtype=torch.float32, int4: bool = False, **
 
 
 def decode(model, prompt, steps=6, key_padding=None, positions=None, on=True):
-    """Logits of a prompt and of `steps` greedy tokens after it; and the cache."""
-    model.set_decode_step(on)
+    """Logits of a prompt and of `steps` greedy tokens after it; and the cache. `on`: switch
+    the decode step on or off first (None: leave it as it is)."""
+    if on is not None:
+        model.set_decode_step(on)
     bs, n = prompt.shape
     cache = model.new_cache(bs, n + steps)
     out = []
@@ -161,6 +163,40 @@ def test_steps_that_track_gradients_take_the_python_path(monkeypatch):
     with torch.inference_mode():
         model(prompt[:, :1], cache=cache)
     assert len(calls) == 1
+
+
+def test_a_layer_replaced_after_the_switch_sends_steps_back_to_the_blocks():
+    class Doubled(torch.nn.Linear):  # an adapter's shape: a Linear that computes otherwise
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    model = tiny()
+    model.set_decode_step(True)
+    wo = model.layers[1].attention.wo
+    doubled = Doubled(wo.in_features, wo.out_features, bias=False)
+    doubled.weight = wo.weight
+    model.layers[1].attention.wo = doubled
+    assert "cannot run Doubled layers" in step_module.unsupported(model)
+    prompt, steps = torch.randint(0, 97, (1, 5)), []
+    for block in model.layers:  # count the Python blocks' passes
+        block.attention.register_forward_hook(lambda *_: steps.append(1))
+    cache = model.new_cache(1, 6)
+    with torch.inference_mode():
+        model(prompt, cache=cache)
+        model(prompt[:, :1], cache=cache)
+    assert len(steps) == 4  # prompt and step, two blocks each: the step went through them
+
+
+def test_a_weight_replaced_after_the_switch_is_read_by_the_next_step():
+    model = tiny()
+    prompt = torch.randint(0, 97, (1, 5))
+    before, _ = decode(model, prompt, steps=2, on=True)  # the step has read the layers once
+    norm = model.layers[0].ffn_norm
+    norm.weight = torch.nn.Parameter(norm.weight.detach() * 3)
+    fast, _ = decode(model, prompt, steps=2, on=None)  # the same step, not a new one
+    plain, _ = decode(model, prompt, steps=2, on=False)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fast[:, 1:], before[:, 1:])
 
 
 def test_observed_blocks_take_the_python_path():

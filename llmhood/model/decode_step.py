@@ -149,7 +149,8 @@ def _matmul(module: nn.Module, rows: int) -> list[torch.Tensor]:
 
 
 def layer_weights(model: nn.Module, rows: int) -> list[torch.Tensor]:
-    """Per block: attention_norm, ffn_norm, then wqkv, wo, w13 and w2 as `_matmul` gives them."""
+    """Per block, the 10 tensors decode_step.cpp reads, in its order: attention_norm and
+    ffn_norm, then wqkv, wo, w13 and w2 as `_matmul` gives them."""
     weights = []
     for block in model.layers:
         attention, ffn = block.attention, block.feed_forward
@@ -161,6 +162,8 @@ def layer_weights(model: nn.Module, rows: int) -> list[torch.Tensor]:
 
 def unsupported(model: nn.Module) -> str | None:
     """Why the decode step cannot run this model at all (None: it can)."""
+    from llmhood.model.fusion import FusedLinear  # fusion imports the model, which imports us
+
     config = model.config
     if config.position_encoding != "rope":
         return f"it implements RoPE only, and this model uses {config.position_encoding!r}"
@@ -172,13 +175,37 @@ def unsupported(model: nn.Module) -> str | None:
         if any(m is None for m in modules):
             return "it needs fused q/k/v and gate/up projections (fuse=True)"
         for m in (*modules, block.feed_forward.w2):
+            # Exactly these classes: a subclass (an adapter, say) may compute something else.
+            if type(m) not in (nn.Linear, FusedLinear, Int4Linear):
+                return f"it cannot run {type(m).__name__} layers"
             if isinstance(m, Int4Linear) and (m.repeat_input != 1 or m.group_size != GROUP_SIZE):
                 return "its int4 layers must have groups of 32 and no repeated input"
-            if not isinstance(m, Int4Linear) and not isinstance(
-                getattr(m, "weight", None), torch.Tensor
-            ):
-                return f"it cannot run {type(m).__name__} layers"
     return None
+
+
+# Bumped whenever any module in the process is given a submodule, parameter or buffer (torch's
+# global registration hooks, installed with the first DecodeStep). A step compares it with the
+# value it last saw: reading 300 tensors off the layers costs more than a tenth of a step, so
+# they are read again only when something may have changed.
+_registrations = 0
+_watching = False
+
+
+def _count_registration(*_: object) -> None:
+    global _registrations
+    _registrations += 1
+
+
+def _watch_registrations() -> None:
+    global _watching
+    if not _watching:
+        for register in (
+            nn.modules.module.register_module_module_registration_hook,
+            nn.modules.module.register_module_parameter_registration_hook,
+            nn.modules.module.register_module_buffer_registration_hook,
+        ):
+            register(_count_registration)
+        _watching = True
 
 
 class DecodeStep:
@@ -190,6 +217,19 @@ class DecodeStep:
         self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
         self.interleaved = config.rope_style == "interleaved"
         self.eps = config.norm_eps
+        _watch_registrations()
+        self._seen = -1  # the value of _registrations the fields below were read at
+        self._supported = False
+        self._weights: dict[int, list[torch.Tensor]] = {}  # layer_weights by batch rows
+
+    def _layers_readable(self) -> bool:
+        """Whether the layers are still ones the step can run (a layer replaced since the
+        switch, by an adapter say, may not be), re-read after any registration."""
+        if self._seen != _registrations:
+            self._supported = unsupported(self.model) is None
+            self._weights.clear()
+            self._seen = _registrations
+        return self._supported
 
     @staticmethod
     def problem(model: nn.Module) -> str | None:
@@ -208,7 +248,7 @@ class DecodeStep:
         for block in self.model.layers:
             if block._forward_hooks or block._forward_pre_hooks or block.attention.capture_weights:
                 return False
-        return True
+        return self._layers_readable()
 
     def __call__(
         self,
@@ -219,7 +259,10 @@ class DecodeStep:
     ) -> torch.Tensor:
         """h: (bs, 1, dim) embeddings -> (bs, 1, dim) after the last block; positions: (bs, 1);
         key_padding: (bs, cache.length + 1), False at padding. Writes this step's K and V."""
-        rope = self.model.rope
+        rope, rows = self.model.rope, h.shape[0]
+        if rows not in self._weights:
+            self._weights[rows] = layer_weights(self.model, rows)
+        weights = self._weights[rows]
         angles = rope.angles(positions)[:, 0]  # (bs, head_dim // 2)
         cos = (angles.cos() * rope.attention_scale).contiguous()
         sin = (angles.sin() * rope.attention_scale).contiguous()
@@ -227,7 +270,7 @@ class DecodeStep:
             key_padding = key_padding.to(torch.bool).contiguous()
         return torch.ops.llmhood.decode_step(
             h,
-            layer_weights(self.model, h.shape[0]),
+            weights,
             cos,
             sin,
             cache.k,
