@@ -116,10 +116,11 @@ class Transformer(nn.Module):
     def set_decode_step(self, on: bool) -> None:
         """Run single-token decode steps through decode_step.cpp (True) or the Python blocks.
 
-        The step reads the layers as they are on each call, but it runs the blocks as the
-        model was built: while it is on, forward hooks on a block or captured attention
-        weights send a step back through the Python blocks, and hooks deeper inside do not
-        fire. Raises LLMHoodError when this model or machine cannot run it, saying why.
+        The step follows the layers as they change: a replaced weight is read by the next
+        step, and a layer replaced by one it cannot run (an adapter, say) sends steps back
+        through the Python blocks, as do forward hooks on a block and captured attention
+        weights. Hooks deeper inside the blocks do not fire in it. Raises LLMHoodError when
+        this model or machine cannot run it, saying why.
         """
         if not on:
             self.decode_step = None
