@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from llmhood import bench  # light: transformers and llama.cpp are imported by its children
 from llmhood.errors import LLMHoodError
 from llmhood.generate import DEFAULT_BATCH_SIZE, check_batch_size
 from llmhood.generate.prompt_file import EXAMPLE, FilePrompt, read_prompts
@@ -256,7 +257,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from llmhood import bench  # transformers and llama.cpp are imported by its children only
     from llmhood.registry import resolve
 
     path = resolve(args.model)
@@ -474,8 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test, seconds")
     p.add_argument(
         "--engines", default=None, metavar="LIST",
-        help="comma-separated subset of: llmhood, llmhood int8, llmhood bf16, llmhood fp32, "
-        "transformers bf16, transformers fp32, llama.cpp (default: all)",
+        help=f"comma-separated subset of: {', '.join(bench.ENGINES)} (default: all)",
     )  # fmt: skip
     p.add_argument("--no-quality", action="store_true", help="skip the perplexity table")
     p.add_argument(

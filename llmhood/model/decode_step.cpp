@@ -40,10 +40,10 @@ inline float widen(BFloat16 v) {  // bf16 is the top half of a float32: a shift,
   return f;
 }
 
-// A projection: torch's int4 kernel when `scale_zero` is defined, else a dense weight.
+// A projection: torch's int4 kernel when `scale_zero` is not empty, else a dense weight.
 at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale_zero,
                    int64_t group_size) {
-  if (scale_zero.defined() && scale_zero.numel() > 0)
+  if (scale_zero.numel() > 0)
     return at::_weight_int4pack_mm_for_cpu(x, w, group_size, scale_zero);
   return at::linear(x, w);
 }

@@ -259,13 +259,11 @@ class DecodeStep:
     ) -> torch.Tensor:
         """h: (bs, 1, dim) embeddings -> (bs, 1, dim) after the last block; positions: (bs, 1);
         key_padding: (bs, cache.length + 1), False at padding. Writes this step's K and V."""
-        rope, rows = self.model.rope, h.shape[0]
+        rows = h.shape[0]
         if rows not in self._weights:
             self._weights[rows] = layer_weights(self.model, rows)
         weights = self._weights[rows]
-        angles = rope.angles(positions)[:, 0]  # (bs, head_dim // 2)
-        cos = (angles.cos() * rope.attention_scale).contiguous()
-        sin = (angles.sin() * rope.attention_scale).contiguous()
+        cos, sin = (t[:, 0].contiguous() for t in self.model.rope.cos_sin(positions))  # (bs, d/2)
         if key_padding is not None:
             key_padding = key_padding.to(torch.bool).contiguous()
         return torch.ops.llmhood.decode_step(

@@ -145,12 +145,19 @@ class RoPE(nn.Module):
         """m·θ_i for every position: (bs, seqlen) -> (bs, seqlen, head_dim // 2), float32."""
         return positions.float()[..., None] * self.frequencies(positions)
 
-    def table(self, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        angles = self.angles(positions)[:, :, None, :]  # (bs, seqlen, 1, head_dim // 2)
-        if self.style == "interleaved":
-            return (torch.polar(torch.full_like(angles, self.attention_scale), angles),)
-        angles = torch.cat((angles, angles), dim=-1)  # (bs, seqlen, 1, head_dim)
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos(m·θ_i) and sin(m·θ_i), times the scheme's attention scale: (bs, seqlen,
+        head_dim // 2) each, one per pair whichever channels the pair joins."""
+        angles = self.angles(positions)
         return angles.cos() * self.attention_scale, angles.sin() * self.attention_scale
+
+    def table(self, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.style == "interleaved":
+            angles = self.angles(positions)[:, :, None, :]  # (bs, seqlen, 1, head_dim // 2)
+            return (torch.polar(torch.full_like(angles, self.attention_scale), angles),)
+        cos, sin = (t[:, :, None, :] for t in self.cos_sin(positions))
+        # (bs, seqlen, 1, head_dim): each angle serves channel i and channel i + d/2
+        return torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
 
     def rotate(self, x: torch.Tensor, table: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if self.style == "interleaved":
