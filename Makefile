@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean bench
+.PHONY: demo test test-avx2 lint venv clean bench
 
 venv: $(STAMP)
 
@@ -21,6 +21,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The same suite as a CPU with AVX2 and FMA only would run it, on any x86-64 machine: torch's
+# and oneDNN's AVX2 kernels, and llmhood's mode choice and C++ kernels told the same
+# (llmhood/speed/cpu.py). On an AVX-512 machine this checks the AVX2 path.
+AVX2_ENV := LLMHOOD_CPU=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+test-avx2: $(STAMP)
+	$(AVX2_ENV) $(PY) -m pytest -q
 
 # Not part of `make test`: installs the benchmark extra (llama-cpp-python compiles llama.cpp,
 # 10+ minutes on a fresh machine) and measures llmhood against transformers and llama.cpp.

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from llmhood.errors import LLMHoodError
 from llmhood.generate import (
     DEFAULT_BATCH_SIZE,
     Generation,
@@ -20,10 +21,13 @@ from llmhood.generate import (
     generate,
     generate_stream,
 )
+from llmhood.generate.chat_settings import ChatSettings, chat_settings
 from llmhood.model import ModelConfig, Transformer
-from llmhood.modes import DTYPES as DTYPES
-from llmhood.modes import REFERENCE, Mode, build, choose, requested
+from llmhood.model.fast import decode_step as fast_step
 from llmhood.registry import DEFAULT_MODEL, resolve
+from llmhood.speed.guard import choose
+from llmhood.speed.modes import DTYPES as DTYPES
+from llmhood.speed.modes import REFERENCE, Mode, build, requested
 from llmhood.tokenizer import BPETokenizer
 
 # Tokens that end an assistant turn in the chat formats we know; the model's own EOS is
@@ -37,7 +41,10 @@ class LLM:
     tokenizer: BPETokenizer
     source: str
     load_seconds: float = 0.0
-    mode: Mode = REFERENCE  # how the weights are held and which fast paths run (llmhood.modes)
+    # How the weights are held and which fast paths run (llmhood.speed.modes).
+    mode: Mode = REFERENCE
+    # Sampling options `chat` and `stream_chat` start from (llmhood.generate.chat_settings).
+    chat_settings: ChatSettings = field(default_factory=ChatSettings)
 
     @property
     def config(self) -> ModelConfig:
@@ -108,10 +115,16 @@ class LLM:
         return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt)
 
     def chat(self, messages: Sequence[dict], **options) -> str:
-        """The assistant's reply to a conversation, rendered with the model's chat template."""
+        """The assistant's reply to a conversation, rendered with the model's chat template.
+
+        Sampling starts from `chat_settings` (the model's recommended settings, or ones
+        measured to loop least); options override them, and temperature=0 is greedy."""
+        options = {**self.chat_settings.options, **options}
         return self.generate(self.chat_prompt(messages), add_bos=False, **options)[0].text
 
     def stream_chat(self, messages: Sequence[dict], **options) -> Iterator[str]:
+        """`chat`, as text pieces as soon as they are final."""
+        options = {**self.chat_settings.options, **options}
         return self.stream(self.chat_prompt(messages), add_bos=False, **options)
 
 
@@ -128,19 +141,24 @@ def load(
     """Load a model by name ("smollm2-135m"), or from a .gguf file, an HF or a Meta directory.
 
     By default (dtype and quantize "auto") the fastest mode this machine runs whose
-    perplexity stays within 2% of float32's is chosen (llmhood.modes; the first load of a
-    file measures it, later loads remember). dtype="float32" is the exact reference path.
+    perplexity stays within 2% of float32's is chosen (llmhood.speed.guard; the first load
+    of a file measures it, later loads remember). dtype="float32" is the exact reference path.
     quantize: "int4", "int8" or None; fuse: fused q/k/v and gate/up projections; dense:
     int4 only, also keep bf16 weights for prefill and batches; decode_step: one C++ call per
-    generated token instead of the Python blocks (llmhood.model.decode_step; by default on
+    generated token instead of the Python blocks (llmhood.model.fast.decode_step; by default on
     where it can run, except in float32).
     """
     start = time.perf_counter()
-    path = resolve(model)
-    mode = choose(path, requested(dtype, quantize, fuse, dense), progress)
+    path = resolve(model)  # every argument is checked before anything slow starts
+    modes = requested(dtype, quantize, fuse, dense)
+    if decode_step and fast_step.available() is not None:
+        raise LLMHoodError(f"The fused decode step cannot run here: {fast_step.available()}.")
+    mode = choose(path, modes, progress)
     net, checkpoint = build(path, mode, progress, decode_step=decode_step)
     warm_up(net)
-    return LLM(net, checkpoint.tokenizer, checkpoint.source, time.perf_counter() - start, mode)
+    settings = chat_settings(checkpoint.sampling, checkpoint.source)
+    seconds = time.perf_counter() - start
+    return LLM(net, checkpoint.tokenizer, checkpoint.source, seconds, mode, settings)
 
 
 def warm_up(model: Transformer, prompt_tokens: int = 32) -> None:

@@ -49,3 +49,12 @@ def hf_smollm2(smollm2_gguf):
         attn_implementation="eager",
     )
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2_float64(hf_smollm2):
+    """The reference in float64: the same weights, and the exact answer as far as float32
+    rounding is concerned (its float32 logits differ from these by float32 rounding alone)."""
+    import copy
+
+    return copy.deepcopy(hf_smollm2).double().eval()

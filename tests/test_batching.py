@@ -186,7 +186,9 @@ def run_cli(monkeypatch, capsys):
         raise AssertionError("the model was loaded before the input was checked")
 
     def invoke(*argv: str, llm=None) -> tuple[int, str, str]:
-        monkeypatch.setattr(cli, "load_for", must_not_load if llm is None else lambda args: llm)
+        monkeypatch.setattr(
+            cli.common, "load_for", must_not_load if llm is None else lambda args: llm
+        )
         code = cli.main([str(a) for a in argv])
         out, err = capsys.readouterr()
         return code, out, err

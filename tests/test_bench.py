@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from tiny_gguf import write_tiny_gguf
 
-from llmhood import bench, cli
-from llmhood.bench import Report, Result, Workload
-from llmhood.model import decode_step
+from llmhood import cli
+from llmhood.model.fast import decode_step
+from llmhood.speed import bench, modes
+from llmhood.speed.bench import Report, Result, Workload
+from llmhood.speed.cpu import cpu
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,11 @@ def test_bench_runs_end_to_end(tiny_gguf, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "llama-cpp-python is not installed" in out
     assert "llmhood ÷ transformers bf16" in out and "decode tok/s, batch 1" in out
-    assert "int4+bfloat16+fused+dense" in out  # the automatic mode, and its perplexity
+    # The automatic mode: the fastest candidate this CPU has, which the guard passes on the
+    # tiny model (test_modes); its perplexity, and the CPU and kernels it ran on.
+    auto_mode = modes.candidates()[0].name
+    assert f"  {auto_mode}" in out and f"cpu: {cpu().describe()}" in out
+    assert "kernels that ran:" in out and cpu().kernels in out
     assert "cold load" in out
     assert not (tmp_path / "cache").exists()  # the runs had a cache of their own
     data = json.loads(out_json.read_text())
@@ -37,7 +44,8 @@ def test_bench_runs_end_to_end(tiny_gguf, tmp_path, monkeypatch, capsys):
     assert auto["decode_tok_s"] > 0 and auto["prefill_tok_s"] > 0 and auto["batch_tok_s"] > 0
     assert auto["decode_tokens"] == 8 and auto["load_s"] > 0 and auto["peak_rss_mb"] > 0
     assert data["medians"]["transformers bf16"]["decode_tok_s"] > 0
-    assert {v["mode"] for v in data["quality"]} >= {"float32", "int4+bfloat16+fused+dense"}
+    assert {v["mode"] for v in data["quality"]} == {m.name for m in modes.candidates()}
+    assert auto["mode"] == auto_mode and data["machine"]["cpu_flags"] == list(cpu().flags)
     assert data["skipped"] == {"llama.cpp": bench.LLAMA_CPP_MISSING}
     by_name = {t["target"]: t for t in data["targets"]}
     assert by_name["decode ≥ 1.0× llama.cpp"]["value"] is None  # not measured, not failed
@@ -47,14 +55,16 @@ def test_bench_profile_says_where_decode_time_goes(tiny_gguf, tmp_path, monkeypa
     monkeypatch.setenv("LLMHOOD_CACHE", str(tmp_path / "cache"))
     assert cli.main(["bench", "--model", str(tiny_gguf), "--profile"]) == 0
     out = capsys.readouterr().out
-    assert "decode steps of int4+bfloat16+fused+dense" in out
+    auto = modes.candidates()[0]  # the automatic mode on this CPU (see test_modes)
+    assert f"decode steps of {auto.name}" in out
     groups = out.split("share of the profiled time")[1].split("the 12 operators")[0]
     rows = [line.rsplit(maxsplit=1) for line in groups.splitlines()[1:]]
     shares = {name.strip(): share for name, share in rows}
-    assert {"int4 matmuls", "everything else"} <= shares.keys()
+    matmuls = {"int4": "int4 matmuls", "int8": "int8 matmuls"}.get(auto.quantize, "float matmuls")
+    assert {matmuls, "everything else"} <= shares.keys()
     assert 99 <= sum(float(v.rstrip("%")) for v in shares.values()) <= 101
     assert "through the Python blocks" in out  # and first through the decode step, if built
-    if decode_step.available() is None:
+    if decode_step.available() is None and auto.dtype != torch.float32:
         assert "through the fused decode step" in out and "decode step loops" in out
 
 

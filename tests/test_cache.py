@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from llmhood import cache
+from llmhood.speed import cache
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from llmhood import cli, registry
+from llmhood.generate.chat_settings import MEASURED
 from llmhood.registry import PackagedModel
 
 QUESTION = "What is the capital of France?"
@@ -19,7 +20,7 @@ QUESTION = "What is the capital of France?"
 @pytest.fixture
 def run(smollm2, monkeypatch, capsys):
     """Run the CLI in-process, reusing the session's loaded model."""
-    monkeypatch.setattr(cli, "load_for", lambda args: smollm2)
+    monkeypatch.setattr(cli.common, "load_for", lambda args: smollm2)
 
     def invoke(*argv: str) -> tuple[int, str, str]:
         code = cli.main(list(argv))
@@ -144,3 +145,86 @@ def test_every_subcommand_has_help():
         )
         result = subprocess.run(argv, capture_output=True, text=True, check=True)
         assert "--model" in result.stdout
+
+
+def must_not_load(*args, **kwargs):
+    pytest.fail("the model was loaded before the arguments were checked")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["generate", "hi", "--top-p", "1.5"], "top_p=1.5 is invalid"),
+        (["generate", "hi", "--temperature", "-1"], "temperature=-1.0 is invalid"),
+        (["generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens 0 is invalid"),
+        (["chat", "--repetition-penalty", "0"], "repetition_penalty=0.0 is invalid"),
+        (["chat", "--min-p", "1"], "min_p=1.0 is invalid"),
+        (["generate", "hi", "--model", "no/such/model.gguf"], "No model at 'no/such/model.gguf'"),
+        (["generate", "hi", "--dtype", "float32", "--quantize", "int4"], "computes in bfloat16"),
+        (["info", "--dtype", "bfloat16", "--quantize", "none", "--no-fuse"], None),
+        (["plot", "params", "--out", "x.jpg"], "must end in .png or .svg"),
+        (["plot", "rope", "--format", "gif"], "--format gif"),
+        (["experiment", "long-context", "--schemes", "none,rope9"], "Unknown scheme 'rope9'"),
+        (["experiment", "long-context", "--chunk", "0"], "chunk and bucket at least 1"),
+        (["experiment", "chat-loops", "--seeds", "1,x"], "--seeds '1,x' must be integers"),
+        (["experiment", "chat-loops", "--settings", "hot"], "Unknown setting 'hot'"),
+        (["experiment", "chat-loops", "--max-new-tokens", "8"], "too short to see a loop"),
+        (["experiment", "cope-counting", "--steps", "0"], "--steps and --layers"),
+        (["bench", "--repeat", "0"], "--repeat 0 is invalid"),
+    ],
+)
+def test_bad_arguments_fail_before_the_model_loads(argv, message, monkeypatch, capsys):
+    """Every check that needs no model runs first: a typo costs nothing, not a load."""
+    from llmhood.cli import common
+
+    monkeypatch.setattr(common, "load", must_not_load)
+    monkeypatch.setattr("llmhood.speed.bench.workload", must_not_load)
+    if message is None:  # valid arguments: the load is reached, and only then
+        with pytest.raises(pytest.fail.Exception, match="was loaded"):
+            cli.main(argv)
+        return
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llmhood: error:") and message in err and "Traceback" not in err
+
+
+def test_bench_json_path_is_checked_before_the_benchmarks(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("llmhood.speed.bench.run", must_not_load)
+    assert cli.main(["bench", "--json", str(tmp_path)]) == 1
+    assert "--json" in capsys.readouterr().err
+
+
+def test_an_unknown_llmhood_cpu_is_one_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("LLMHOOD_CPU", "avx1024")
+    assert cli.main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert "LLMHOOD_CPU='avx1024' is not understood" in err and "Traceback" not in err
+
+
+def test_chat_help_shows_the_default_sampling(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["chat", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--temperature 0.7, --top-p 0.9, --repetition-penalty 1.1" in out
+    assert MEASURED == {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
+    assert "--temperature 0 decodes greedily" in out
+
+
+@pytest.mark.real
+def test_chat_samples_with_the_chat_settings_and_flags_override_them(smollm2, monkeypatch):
+    """`llmhood chat` passes no value the user did not give: the model's chat settings
+    fill the rest, and a flag (here greedy) replaces its own setting only."""
+    seen = []
+    real = smollm2.generate
+
+    def spy(prompts, **options):
+        seen.append(options)
+        return real(prompts, **options)
+
+    monkeypatch.setattr(smollm2, "generate", spy)
+    assert smollm2.chat([{"role": "user", "content": QUESTION}], max_new_tokens=4)
+    assert {k: seen[-1][k] for k in smollm2.chat_settings.options} == (
+        smollm2.chat_settings.options
+    )
+    smollm2.chat([{"role": "user", "content": QUESTION}], max_new_tokens=4, temperature=0)
+    assert seen[-1]["temperature"] == 0 and seen[-1]["top_p"] == 0.9

@@ -1,4 +1,4 @@
-"""The fused decode step (llmhood/model/decode_step.cpp) against the Python blocks it mirrors.
+"""The fused decode step (llmhood/model/fast/decode_step.cpp) against the Python blocks it mirrors.
 
 Every comparison runs the same model twice, with the step on and off, through a prompt and
 several single-token steps, and compares the logits and the KV cache. In float32 the two
@@ -16,13 +16,14 @@ import torch
 import llmhood
 from llmhood.errors import LLMHoodError
 from llmhood.model import ModelConfig, Transformer
-from llmhood.model import decode_step as step_module
 from llmhood.model.capture import capture
-from llmhood.model.fusion import fuse
-from llmhood.model.quantized import Int4Linear
+from llmhood.model.fast import decode_step as step_module
+from llmhood.model.fast.fusion import fuse
+from llmhood.model.fast.quantized import Int4Linear
 from llmhood.model.rope_scaling import RopeScaling
 from llmhood.model.transformer import TransformerBlock
-from llmhood.modes import Mode, quantize_linears
+from llmhood.speed import kernels
+from llmhood.speed.modes import Mode, quantize_linears
 
 pytestmark = pytest.mark.skipif(
     step_module.available() is not None, reason=f"no decode step: {step_module.available()}"
@@ -223,14 +224,14 @@ def test_models_the_step_cannot_run_are_refused_with_the_reason():
 def test_a_missing_or_failing_compiler_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMHOOD_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "no-such-compiler")
-    assert "no C++ compiler" in step_module.load_library()
+    assert "no C++ compiler" in kernels.load(step_module.SOURCE)
     monkeypatch.setenv("CXX", "false")  # a compiler that always fails
-    assert "failed" in step_module.load_library()
+    assert "failed" in kernels.load(step_module.SOURCE)
     assert not list(tmp_path.rglob("*.so"))  # nothing half-built is left to be loaded
     monkeypatch.setenv("CXX", "c++")
     monkeypatch.setenv("LLMHOOD_CACHE", str(tmp_path / "file"))
     (tmp_path / "file").write_text("a file where the cache directory should be")
-    assert "could not be built in" in step_module.load_library()
+    assert "could not be built in" in kernels.load(step_module.SOURCE)
 
 
 @pytest.mark.real

@@ -77,7 +77,7 @@ def test_bad_requests_are_reported(tiny_llm, monkeypatch):
 
 
 def test_cli_prints_the_table_and_the_picture(tiny_llm, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(cli, "load_for", lambda args: tiny_llm)
+    monkeypatch.setattr(cli.common, "load_for", lambda args: tiny_llm)
     out = tmp_path / "lc.png"
     argv = ["experiment", "long-context", "--length", "130", "--chunk", "64", "--bucket", "32"]
     code = cli.main([*argv, "--out", str(out), "--csv", str(tmp_path / "lc.csv")])

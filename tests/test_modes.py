@@ -10,15 +10,23 @@ import torch
 from tiny_gguf import write_tiny_gguf
 
 import llmhood
-from llmhood import modes, prepared
 from llmhood.errors import LLMHoodError
-from llmhood.model import ModelConfig, Transformer, decode_step
+from llmhood.model import ModelConfig, Transformer
 from llmhood.model.attention import explicit_attention
-from llmhood.model.decode_step import DecodeStep
-from llmhood.model.fusion import fuse, unfuse
-from llmhood.model.quantized import Int4Linear, Int8Linear, Int8Weight, int4_kernel_only
-from llmhood.modes import REFERENCE, Mode, build, requested
+from llmhood.model.fast import decode_step
+from llmhood.model.fast.decode_step import DecodeStep
+from llmhood.model.fast.fusion import fuse, unfuse
+from llmhood.model.fast.quantized import (
+    Int4Linear,
+    Int8Linear,
+    Int8Weight,
+    int4_available,
+    int4_kernel_only,
+    int8_available,
+)
 from llmhood.perplexity import Verdict
+from llmhood.speed import cpu, guard, modes, prepared
+from llmhood.speed.modes import REFERENCE, Mode, build, requested
 
 BF16 = Mode(torch.bfloat16, fuse=True)
 INT4 = Mode(torch.bfloat16, "int4", fuse=True, dense=True)
@@ -149,24 +157,67 @@ def test_bad_mode_arguments(kwargs, message):
         requested(**kwargs)
 
 
-def test_auto_takes_the_fastest_mode_that_passes_and_remembers(tiny_gguf, monkeypatch):
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16-cpu", "avx2-cpu"])
+def test_candidates_follow_the_cpu(monkeypatch, bf16):
+    """Fast modes compute in bf16, which pays only with bf16 instructions; without them
+    float32 is all there is to choose (`llmhood bench` measured the order)."""
+    monkeypatch.setattr(cpu, "bf16_supported", lambda: bf16)
+    fast = [INT4] * int4_available() + [INT8] * int8_available() + [BF16]
+    assert modes.candidates() == ([*fast, REFERENCE] if bf16 else [REFERENCE])
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16-cpu", "avx2-cpu"])
+def test_auto_takes_the_fastest_mode_that_passes_and_remembers(tiny_gguf, monkeypatch, bf16):
+    """Both kinds of CPU, on any machine: the quantized modes run (slowly) without bf16
+    instructions too, so the choice itself is tested everywhere."""
+    monkeypatch.setattr(cpu, "bf16_supported", lambda: bf16)
     evaluated = []
-    real_evaluate = modes.evaluate
+    real_evaluate = guard.evaluate
 
     def counting(*args, **kwargs):
         evaluated.append(args[1])
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(modes, "evaluate", counting)
+    monkeypatch.setattr(guard, "evaluate", counting)
+    fastest = modes.candidates()[0]
     llm = llmhood.load(tiny_gguf, progress=False)
-    assert llm.mode == modes.candidates()[0] == INT4
-    assert evaluated == [[INT4]]  # passed: the slower modes were not even measured
-    assert llmhood.load(tiny_gguf, progress=False).mode == INT4
+    assert llm.mode == fastest
+    if fastest == REFERENCE:  # the only candidate: taken as is, nothing to measure
+        assert evaluated == []
+        return
+    assert evaluated == [[fastest]]  # passed: the slower modes were not even measured
+    assert llmhood.load(tiny_gguf, progress=False).mode == fastest
     assert len(evaluated) == 1  # the verdicts were remembered
     stat = tiny_gguf.stat()
     os.utime(tiny_gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file "changed"
     llmhood.load(tiny_gguf, progress=False)
     assert len(evaluated) == 2  # and they were measured again
+
+
+def test_llmhood_cpu_avx2_hides_what_an_avx2_cpu_lacks(monkeypatch):
+    monkeypatch.setenv(cpu.ENV, "avx2")
+    c = cpu.cpu()
+    assert not c.bf16 and not cpu.bf16_supported() and c.limit == "avx2"
+    assert not any(f.startswith(("avx512", "amx")) for f in c.flags)
+    assert modes.candidates() == [REFERENCE]
+    assert f"{cpu.ENV}=avx2" in c.describe()
+    monkeypatch.setenv(cpu.ENV, "avx-512")
+    with pytest.raises(LLMHoodError, match="LLMHOOD_CPU='avx-512' is not understood"):
+        cpu.cpu()
+
+
+def test_cpu_flags_are_read_from_the_machine():
+    """The flags reported are the kernel's own list for this CPU, filtered to those that
+    matter, not a guess from one machine."""
+    from pathlib import Path
+
+    c = cpu.cpu()
+    if c.limit != "native" or not Path("/proc/cpuinfo").is_file():
+        pytest.skip("needs Linux's /proc/cpuinfo and no LLMHOOD_CPU limit")
+    line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    listed = set(line.split(":", 1)[1].split())
+    assert set(c.flags) == listed & set(cpu.FLAGS)
+    assert c.kernels == torch.backends.cpu.get_cpu_capability()
 
 
 def test_auto_passes_over_a_lossy_mode(tiny_gguf, monkeypatch):
@@ -178,9 +229,10 @@ def test_auto_passes_over_a_lossy_mode(tiny_gguf, monkeypatch):
             REFERENCE.name: Verdict(REFERENCE.name, 20.0, 20.0),
         }
 
-    monkeypatch.setattr(modes, "guard_verdicts", verdicts)
-    assert modes.choose(tiny_gguf, modes.candidates()) == INT8
-    assert modes.choose(tiny_gguf, [REFERENCE]) == REFERENCE  # asked for: no guard
+    monkeypatch.setattr(guard, "guard_verdicts", verdicts)
+    assert guard.choose(tiny_gguf, [INT4, INT8, BF16, REFERENCE]) == INT8
+    assert guard.choose(tiny_gguf, [INT4, REFERENCE]) == REFERENCE
+    assert guard.choose(tiny_gguf, [REFERENCE]) == REFERENCE  # asked for: no guard
 
 
 def test_prepared_weights_are_reused_until_the_source_changes(tiny_gguf, tokens, monkeypatch):
@@ -245,7 +297,7 @@ def test_the_decode_step_is_on_by_default_except_in_float32(tiny_gguf, capsys, m
 @pytest.mark.real
 def test_auto_mode_of_the_real_model_answers_like_the_reference(smollm2_gguf):
     llm = llmhood.load("smollm2-135m", progress=False)
-    assert llm.mode.quantize is not None or not modes.bf16_supported()
+    assert llm.mode.quantize is not None or not cpu.bf16_supported()
     answer = llm.chat([{"role": "user", "content": "What is the capital of France?"}])
     assert "Paris" in answer
 
@@ -276,3 +328,32 @@ def test_auto_attention_takes_sdpa_for_prompts_and_explicit_for_steps():
     auto, split = run("auto", "auto"), run("sdpa", "explicit")
     assert torch.equal(auto, split)
     torch.testing.assert_close(auto, run("explicit", "explicit"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": "no/such/file.gguf"}, "No model at"),
+        ({"dtype": "float8"}, "Unknown dtype"),
+        ({"quantize": "int2"}, "Unknown quantize"),
+        ({"dtype": "float16", "quantize": "int8"}, "computes in bfloat16"),
+    ],
+)
+def test_load_checks_its_arguments_before_reading_the_model(
+    tiny_gguf, monkeypatch, kwargs, message
+):
+    def must_not_run(*args, **kwargs):
+        pytest.fail("the model was read before the arguments were checked")
+
+    monkeypatch.setattr(guard, "choose", must_not_run)
+    monkeypatch.setattr(modes, "build", must_not_run)
+    monkeypatch.setattr("llmhood.llm.choose", must_not_run)
+    with pytest.raises(LLMHoodError, match=message):
+        llmhood.load(kwargs.pop("model", tiny_gguf), progress=False, **kwargs)
+
+
+def test_asking_for_a_decode_step_that_cannot_build_fails_first(tiny_gguf, monkeypatch):
+    monkeypatch.setattr(decode_step, "available", lambda: "no C++ compiler was found")
+    monkeypatch.setattr("llmhood.llm.choose", lambda *a: pytest.fail("read the model first"))
+    with pytest.raises(LLMHoodError, match="no C\\+\\+ compiler"):
+        llmhood.load(tiny_gguf, quantize="int4", decode_step=True, progress=False)

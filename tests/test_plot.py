@@ -339,7 +339,7 @@ def test_table_csv_round_trip(tmp_path):
 
 @pytest.fixture
 def run(tiny, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(cli, "load_for", lambda args: tiny)
+    monkeypatch.setattr(cli.common, "load_for", lambda args: tiny)
     monkeypatch.chdir(tmp_path)
 
     def invoke(*argv: str) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llmhood.errors import LLMHoodError
-from llmhood.model.quantized import (
+from llmhood.model.fast.quantized import (
     Int4Linear,
     Int4Weight,
     Int8Linear,

@@ -87,6 +87,30 @@ def test_top_p_matches_transformers(p):
     assert_same_filtering(top_p_filter(logits, p), TopPLogitsWarper(p)(None, logits))
 
 
+def test_top_p_of_one_keeps_every_token_of_a_real_vocabulary():
+    """A float32 running sum of 49,152 probabilities reaches 1.0 early; p = 1 must still
+    keep the whole tail, on every CPU."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 49152, generator=g) * 3
+    logits[:, :5] += 12  # a few likely tokens and a long tail, as a model gives
+    probs = logits.sort(descending=True).values.softmax(-1)
+    assert (probs.cumsum(-1) >= 1).any()  # the rounding that used to cut the tail
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+
+
+def test_top_p_cut_does_not_depend_on_float32_summation():
+    """Below 1, the kept set is the one an exact (float64) sum of the probabilities gives."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 49152, generator=g) * 3
+    logits[:, :5] += 12
+    for p in (0.9, 0.999, 0.9999):
+        probs = logits.double().softmax(-1)
+        sorted_probs, order = probs.sort(descending=True)
+        before = sorted_probs.cumsum(-1) - sorted_probs
+        want = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before < p)
+        assert torch.equal(torch.isfinite(top_p_filter(logits, p)), want)
+
+
 def test_top_p_keeps_the_token_that_crosses_p():
     logits = torch.tensor([[0.5, 0.3, 0.2]]).log()
     kept = torch.isfinite(top_p_filter(logits, 0.6))

@@ -31,7 +31,10 @@ TYPES = {
 }
 
 
-def write_tiny_gguf(path: Path, smollm2_gguf: Path, seed: int = 0) -> Path:
+def write_tiny_gguf(
+    path: Path, smollm2_gguf: Path, seed: int = 0, extra: dict | None = None
+) -> Path:
+    """`extra`: more metadata, {key: (value, GGUFValueType)}."""
     metadata = read_gguf(smollm2_gguf).metadata
     vocab = len(metadata["tokenizer.ggml.tokens"])
     rng = np.random.default_rng(seed)
@@ -50,6 +53,8 @@ def write_tiny_gguf(path: Path, smollm2_gguf: Path, seed: int = 0) -> Path:
         value = metadata[key]
         vtype, sub = TYPES.get(key, (V.STRING if isinstance(value, str) else V.UINT32, None))
         writer.add_key_value(key, value, vtype, sub_type=sub)
+    for key, (value, vtype) in (extra or {}).items():
+        writer.add_key_value(key, value, vtype)
 
     def add(name: str, shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> None:
         if len(shape) == 1:

@@ -51,6 +51,17 @@ def scaling_for(scheme: str, factor: float, trained: int) -> RopeScaling | None:
     return RopeScaling(scheme, factor=factor, original_max_position_embeddings=trained)
 
 
+def check(length: int, chunk: int, bucket: int, schemes: Sequence[str]) -> None:
+    """The arguments of `run`, before any model is loaded."""
+    if length < 2 or chunk < 1 or bucket < 1:
+        raise LLMHoodError("length must be at least 2, and chunk and bucket at least 1.")
+    if not schemes:
+        raise LLMHoodError(f"No scheme was given; choose from {', '.join(SCHEMES)}.")
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise LLMHoodError(f"Unknown scheme '{scheme}'; choose from {', '.join(SCHEMES)}.")
+
+
 def nll_by_position(
     model: Transformer, tokens: torch.Tensor, chunk: int, progress: bool = True, desc: str = ""
 ) -> torch.Tensor:
@@ -97,8 +108,7 @@ def run(
     progress: bool = True,
 ) -> LongContextResult:
     """Perplexity by position bucket for each scheme, on the first `length` tokens of the text."""
-    if length < 2 or chunk < 1 or bucket < 1:
-        raise LLMHoodError("length must be at least 2, and chunk and bucket at least 1.")
+    check(length, chunk, bucket, schemes)
     model = llm.model
     original = model.config
     trained = original.max_seq_len

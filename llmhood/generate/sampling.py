@@ -143,10 +143,17 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     it is still below p; so the token that crosses p is kept, and the top token (nothing
     before it) always is. When the model is sure, the set is one token; when it hesitates,
     it is large.
+
+    p = 1 keeps every token, exactly: a float32 running sum over 49,152 probabilities
+    reaches 1.0 thousands of tokens before the end (each addition rounds), which would cut
+    a tail that p = 1 promises to keep. For p < 1 the sums run in float64, so where the cut
+    falls does not depend on the order in which this CPU's kernels add.
     logits: (bs, V).
     """
+    if p >= 1.0:
+        return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
+    probs = sorted_logits.double().softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # (bs, V), in sorted order
     remove_sorted = mass_before >= p
     remove = remove_sorted.scatter(-1, order, remove_sorted)  # back to vocabulary order

@@ -113,7 +113,7 @@ class Attention(nn.Module):
         self.wk = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(config.n_heads * self.head_dim, config.dim, bias=False)
-        # [W_q; W_k; W_v] as one matrix when set (llmhood.model.fusion); None: the plain path.
+        # [W_q; W_k; W_v] as one matrix when set (llmhood.model.fast.fusion); None: the plain path.
         self.wqkv: nn.Module | None = None
         self.rotary = config.position_encoding == "rope"
         self.cope = (

@@ -19,7 +19,7 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)  # gate
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)  # up
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)  # down
-        # [W_1; W_3] as one matrix when set (llmhood.model.fusion); None: the plain path.
+        # [W_1; W_3] as one matrix when set (llmhood.model.fast.fusion); None: the plain path.
         self.w13: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

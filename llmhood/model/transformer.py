@@ -18,7 +18,7 @@ from torch import nn
 from llmhood.errors import LLMHoodError
 from llmhood.model.attention import Attention, AttentionImpl, causal_mask
 from llmhood.model.config import ModelConfig
-from llmhood.model.decode_step import DecodeStep
+from llmhood.model.fast.decode_step import DecodeStep
 from llmhood.model.kv_cache import KVCache
 from llmhood.model.norm import RMSNorm
 from llmhood.model.rope import RoPE
@@ -166,7 +166,7 @@ class Transformer(nn.Module):
     def skeleton(self) -> Transformer:
         """The same architecture with shapes only (`shapes_only`). Counting parameters on it
         gives one answer whatever form the weights are held in (a quantized mode packs them
-        into buffers, llmhood.modes)."""
+        into buffers, llmhood.speed.modes)."""
         return Transformer.shapes_only(self.config)
 
     def num_parameters(self) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ import torch
 
 from llmhood.errors import LLMHoodError
 from llmhood.model.config import ModelConfig, RopeStyle
-from llmhood.model.quantized import Int4Linear, Int8Linear
+from llmhood.model.fast.quantized import Int4Linear, Int8Linear
 from llmhood.model.rope import half_to_interleaved, interleaved_to_half
 from llmhood.model.transformer import Transformer
 
@@ -42,6 +42,9 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]  # Meta names; q/k rows in config.rope_style's layout
     tokenizer: BPETokenizer | None
     source: str  # for messages: the path and its format
+    # How the checkpoint's authors say to sample it, in SamplingParams' names (temperature,
+    # top_p, ...); empty when it says nothing (llmhood.generate.chat_settings).
+    sampling: dict[str, float] = field(default_factory=dict)
 
 
 def _listing(names: Iterable[str], limit: int = 6) -> str:
@@ -130,8 +133,8 @@ def export_state_dict(
     """
     if any(isinstance(m, Int4Linear | Int8Linear) for m in model.modules()):
         raise LLMHoodError(
-            "This model holds quantized weights (llmhood.modes), which checkpoint formats do not "
-            "store. Load it with dtype='float32' (or quantize=None) and export that."
+            "This model holds quantized weights (llmhood.speed.modes), which checkpoint formats do "
+            "not store. Load it with dtype='float32' (or quantize=None) and export that."
         )
     state = {name: t.detach().to(dtype or t.dtype) for name, t in model.state_dict().items()}
     if model.output.weight is model.tok_embeddings.weight:

@@ -38,6 +38,14 @@ _BLOCK_NAMES = {
     "ffn_down": "feed_forward.w2",
 }
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.weight")
+# llama.cpp's keys for the sampling settings a model's authors recommend.
+_SAMPLING_KEYS = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.min_p": "min_p",
+    "general.sampling.penalty_repeat": "repetition_penalty",
+}
 
 
 def llmhood_name(gguf_name: str) -> str | None:
@@ -73,4 +81,6 @@ def read_gguf_checkpoint(
         shape = gguf.tensors[name].shape
         state_dict[ours] = torch.empty(shape, device="meta") if ours in raw else gguf.load(name)
     tokenizer = BPETokenizer.from_gguf(gguf.metadata)
-    return Checkpoint(config, state_dict, tokenizer, source=f"{path} (GGUF)")
+    sampling = {ours: gguf.metadata[key] for key, ours in _SAMPLING_KEYS.items()
+                if isinstance(gguf.metadata.get(key), int | float)}  # fmt: skip
+    return Checkpoint(config, state_dict, tokenizer, f"{path} (GGUF)", sampling)

@@ -47,6 +47,7 @@ DEFAULT_MAX_SHARD_BYTES = 2 * 1000**3
 SAFETENSORS = "model.safetensors"
 PYTORCH_BIN = "pytorch_model.bin"
 INDEX_SUFFIX = ".index.json"
+GENERATION_CONFIG = "generation_config.json"
 
 _GLOBAL_NAMES = {
     "model.embed_tokens.weight": "tok_embeddings.weight",
@@ -190,7 +191,26 @@ def read_hf(path: str | Path, progress: bool = True) -> Checkpoint:
     tokenizer = None
     if (path / "tokenizer.json").is_file():
         tokenizer = BPETokenizer.from_tokenizer_json(path / "tokenizer.json")
-    return Checkpoint(config, state_dict, tokenizer, source=f"{path} (Hugging Face)")
+    source = f"{path} (Hugging Face)"
+    return Checkpoint(config, state_dict, tokenizer, source, _recommended_sampling(path))
+
+
+def _recommended_sampling(path: Path) -> dict[str, float]:
+    """The sampling settings in `generation_config.json`, if the directory has one.
+
+    transformers samples only with `do_sample: true`; a file that says `false` recommends
+    greedy decoding, whatever temperature it also lists.
+    """
+    file = path / GENERATION_CONFIG
+    if not file.is_file():
+        return {}
+    config = read_json(file)
+    if not isinstance(config, dict):
+        raise LLMHoodError(f"{file} is not a JSON object; the file is damaged.")
+    if config.get("do_sample") is False:
+        return {"temperature": 0.0}
+    names = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+    return {k: config[k] for k in names if isinstance(config.get(k), int | float)}
 
 
 # ---- writing ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Dequantizing a Q4_1 tensor and quantizing it again would land on the same codes only if
 the rounding happened to come out the same way; reading the codes, scales and offsets from
-the blocks makes the int4 weight the file's own numbers (llmhood.model.quantized explains
+the blocks makes the int4 weight the file's own numbers (llmhood.model.fast.quantized explains
 the mapping). Block layouts are those of llmhood.weights.quants.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from llmhood.model.quantized import GROUP_SIZE, Int4Weight
+from llmhood.model.fast.quantized import GROUP_SIZE, Int4Weight
 from llmhood.weights.gguf import GGUFFile, read_gguf
 from llmhood.weights.gguf_llama import llmhood_name
 from llmhood.weights.quants import BLOCK_SIZES, GGMLType, _as_byte_tensor, q4_1_fields, q8_0_fields

@@ -4,7 +4,7 @@ Preparing an int4 model means reading every Q4_1 block, packing the codes into t
 kernel layout and dequantizing a bf16 copy for the dense path: a second or more of
 arithmetic on 2 cores, and much more while another process competes for them. The result
 depends only on the model file, the mode and the software, so it is saved once, under
-llmhood.cache's directory with the source's fingerprint, and memory-mapped by later loads:
+llmhood.speed.cache's directory with the source's fingerprint, and memory-mapped by later loads:
 their cost is reading the file's header and tokenizer.
 
 A stale file (the source changed, or torch, llmhood or the CPU did) is ignored and
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmhood import cache
 from llmhood.model import Transformer
-from llmhood.model.fusion import GROUPS
-from llmhood.model.quantized import Int4Linear, Int8Linear
+from llmhood.model.fast.fusion import GROUPS
+from llmhood.model.fast.quantized import Int4Linear, Int8Linear
+from llmhood.speed import cache
 from llmhood.weights import detect_format, read_checkpoint
 from llmhood.weights.checkpoint import Checkpoint, build_model
 from llmhood.weights.gguf_llama import read_gguf_checkpoint
@@ -121,7 +121,9 @@ def restore(
     skeleton = _skeleton_checkpoint(path, progress)
     state = {name: torch.empty(t.shape, device="meta") for name, t in skeleton.state_dict.items()}
     state.update(entry["floats"])
-    ckpt = Checkpoint(skeleton.config, state, skeleton.tokenizer, skeleton.source)
+    ckpt = Checkpoint(
+        skeleton.config, state, skeleton.tokenizer, skeleton.source, skeleton.sampling
+    )
     model = build_model(ckpt, dtype)
     for name in entry["removed"]:
         parent, _, leaf = name.rpartition(".")

@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
-from llmhood.cache import CACHE_ENV
 from llmhood.errors import LLMHoodError
+from llmhood.speed.cache import CACHE_ENV
 
 CHAT_PROMPT = "Write a short story about a robot who learns to paint."
 BATCH_QUESTIONS = (
@@ -112,6 +112,7 @@ class Result:
     peak_rss_mb: float | None = None
     baseline_rss_mb: float | None = None  # after imports, before loading the model
     weights_mb: float | None = None
+    kernels: str = ""  # which kernels did the work, on which instruction set
 
 
 FULL = dict(decode_tokens=128, prefill=512, prompts=16, batch_new_tokens=64, ppl=512)
@@ -159,6 +160,14 @@ def tensor_mb(tensors: list[torch.Tensor]) -> float:
     return sum(storages.values()) / 2**20
 
 
+def torch_kernels() -> str:
+    """torch's CPU kernels as this process runs them (llmhood.speed.cpu)."""
+    from llmhood.speed.cpu import cpu
+
+    c = cpu()
+    return f"torch kernels {c.kernels}, bf16 matmuls {'native' if c.bf16 else 'emulated'}"
+
+
 def decode_rate(stamps: list[float]) -> float | None:
     """Tokens per second after the first: stamps[i] is when token i was ready."""
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
@@ -177,6 +186,8 @@ def run_llmhood(
     )
     result.load_s = time.perf_counter() - start
     result.mode = llm.mode.name
+    step = "the fused decode step" if llm.model.decode_step else "the Python blocks"
+    result.kernels = f"decoding through {step}; {torch_kernels()}"
     model, stops = llm.model, set(w.stop_ids)
     stamps: list[float] = []
     model.register_forward_hook(lambda *_: stamps.append(time.perf_counter()))
@@ -213,6 +224,7 @@ def run_transformers(w: Workload, dtype: str) -> Result:
 
     torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     result = Result(f"transformers {dtype}", mode=str(torch_dtype).removeprefix("torch."))
+    result.kernels = torch_kernels()
     result.baseline_rss_mb = rss_mb()
     path = Path(w.model)
     start = time.perf_counter()
@@ -275,6 +287,10 @@ def run_llamacpp(w: Workload, _: str = "") -> Result:
     import llama_cpp
 
     result = Result("llama.cpp", mode="Q4_1 (GGUF as is)", baseline_rss_mb=rss_mb())
+    info = getattr(llama_cpp, "llama_print_system_info", None)  # a low-level binding
+    system = info() if info else b"unknown"
+    system = system.decode() if isinstance(system, bytes) else str(system)
+    result.kernels = "llama.cpp: " + " ".join(system.split())
     start = time.perf_counter()
     llm = llama_cpp.Llama(
         model_path=w.model, n_ctx=2048, n_batch=512, n_threads=w.threads,
@@ -310,8 +326,9 @@ def run_llamacpp(w: Workload, _: str = "") -> Result:
 
 
 def run_quality(w: Workload, _: str = "") -> dict[str, Any]:
-    """Perplexity of every mode this machine has, next to float32's (llmhood.modes)."""
-    from llmhood.modes import candidates, evaluate
+    """Perplexity of every mode this machine has, next to float32's (llmhood.speed.modes)."""
+    from llmhood.speed.guard import evaluate
+    from llmhood.speed.modes import candidates
 
     verdicts = evaluate(Path(w.model), candidates(), progress=False, tokens=w.perplexity_tokens)
     return {"verdicts": [asdict(v) for v in verdicts.values()]}
@@ -353,7 +370,7 @@ KERNELS = {  # operators that do a step's arithmetic; everything else is overhea
 
 def profile_decode(model: Path, steps: int = 32, top: int = 12) -> str:
     """Where the automatic mode's decode steps spend their time, by torch.profiler: through
-    the fused decode step (llmhood.model.decode_step), then through the Python blocks.
+    the fused decode step (llmhood.model.fast.decode_step), then through the Python blocks.
 
     The profiler adds a cost to every operator call, so its times overstate the many small
     calls; the wall time per step is measured without it, and the profile is read for
@@ -426,7 +443,7 @@ def run_child(engine: str, workload_file: Path, timeout: float) -> dict[str, Any
     """One engine in a child process. Its llmhood cache is the one beside the workload file:
     the run's first llmhood load starts from nothing (cold), and later ones find what it
     left (warm), whatever the user's own cache holds."""
-    cmd = [sys.executable, "-m", "llmhood.bench", "--worker", engine, str(workload_file)]
+    cmd = [sys.executable, "-m", "llmhood.speed.bench", "--worker", engine, str(workload_file)]
     env = {**os.environ, CACHE_ENV: str(workload_file.parent / "cache")}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -473,18 +490,15 @@ def median_result(runs: list[Result]) -> Result:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from llmhood.speed.cpu import cpu
+
+    c = cpu()
     return {
-        "cpu": cpu,
+        "cpu": c.name,
+        "cpu_flags": list(c.flags),
+        "cpu_summary": c.describe(),
         "cores": os.cpu_count(),
-        "isa": torch.backends.cpu.get_cpu_capability(),
+        "isa": c.kernels,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "date": date.today().isoformat(),
@@ -601,6 +615,7 @@ def format_report(report: Report) -> str:
         f"llmhood bench: {Path(w.model).name}",
         f"machine: {m['cpu']}, {m['cores']} cores ({m['isa']}), torch {m['torch']}, "
         f"Python {m['python']}, {m['date']}",
+        f"cpu: {m.get('cpu_summary', m['cpu'])}",
         f"load average before/after: {m.get('load_average_before')} / "
         f"{m.get('load_average_after')}",
         f"median of {report.repeat} run(s) per engine, each in its own process; "
@@ -618,6 +633,10 @@ def format_report(report: Report) -> str:
                      f"prepared weights): {report.cold_load_s:.2f} s")  # fmt: skip
     for engine, why in report.skipped.items():
         lines.append(f"{engine}: {why}")
+    kernels = [(e, r.kernels) for e, r in report.results.items() if r.kernels]
+    if kernels:
+        lines += ["", "kernels that ran:"]
+        lines += [f"  {engine:<20}{what}" for engine, what in kernels]
     if report.quality:
         from llmhood.perplexity import Verdict
 
@@ -656,5 +675,6 @@ if __name__ == "__main__":
         worker(sys.argv[2], sys.argv[3])
     else:
         sys.exit(
-            "usage: python -m llmhood.bench --worker ENGINE WORKLOAD_FILE (use `llmhood bench`)"
+            "usage: python -m llmhood.speed.bench --worker ENGINE WORKLOAD_FILE "
+            "(use `llmhood bench`)"
         )

@@ -1,48 +1,45 @@
 """Speed modes: how the weights are held and which fast paths run.
 
-The float32 model is the reference: it equals transformers to 1e-4 and every fast mode is
-measured against it. A mode is four independent switches:
+The float32 model is the reference: it equals transformers within float32 rounding, and
+every fast mode is measured against it. A mode is four independent switches:
 
 * `dtype`: the compute dtype. bf16 halves the bytes every decode step streams from memory
   and runs on the CPU's bf16 dot-product instructions where it has them.
-* `quantize`: "int4" or "int8" weight-only quantization (llmhood.model.quantized). int4
+* `quantize`: "int4" or "int8" weight-only quantization (llmhood.model.fast.quantized). int4
   repacks GGUF Q4_1 tensors without re-rounding them, and the tied Q8_0 output head as two
   int4 halves; int8 re-quantizes every linear layer per output channel.
-* `fuse`: q/k/v and gate/up as one matrix each (llmhood.model.fusion).
+* `fuse`: q/k/v and gate/up as one matrix each (llmhood.model.fast.fusion).
 * `dense`: int4 only: also keep the weights in bf16, for matmuls of many rows (prefill,
   batches), where torch's int4 kernel is slower than a bf16 one.
 
-`candidates()` lists the modes this machine can run, fastest first, in the order the
-benchmark measured them (`llmhood bench`). `load(dtype="auto")` takes the first one whose
-perplexity on a fixed text stays within 2% of the reference (llmhood.perplexity); the
-verdicts are computed once per model file and kept in llmhood.cache.
+`candidates()` lists the modes worth trying on this CPU (llmhood.speed.cpu), fastest
+first, in the order the benchmark measured them (`llmhood bench`). `load(dtype="auto")`
+takes the first one the quality guard passes (llmhood.speed.guard).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
-from llmhood import cache, prepared
 from llmhood.errors import LLMHoodError
 from llmhood.model import Transformer
-from llmhood.model.decode_step import DecodeStep
-from llmhood.model.fusion import GROUPS, fuse
-from llmhood.model.quantized import (
+from llmhood.model.fast.decode_step import DecodeStep
+from llmhood.model.fast.fusion import GROUPS, fuse
+from llmhood.model.fast.quantized import (
     Int4Linear,
     Int4Weight,
     Int8Linear,
     Int8Weight,
     int4_available,
-    int4_kernel_only,
     int8_available,
 )
-from llmhood.perplexity import GUARD_TOKENS, Verdict, guard_tokens, perplexity
+from llmhood.speed import cpu, prepared
 from llmhood.weights import detect_format, read_checkpoint
 from llmhood.weights.checkpoint import Checkpoint, build_model
 from llmhood.weights.gguf import read_gguf
@@ -52,7 +49,6 @@ from llmhood.weights.repack import gguf_int4_weights
 Quantize = Literal["int4", "int8"]
 QUANTIZE: tuple[Quantize, ...] = ("int4", "int8")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-GUARD_CACHE = "guard"  # llmhood.cache kind of the quality guard's verdicts
 
 
 @dataclass(frozen=True)
@@ -86,20 +82,16 @@ class Mode:
 REFERENCE = Mode()
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is
-    emulated and slower than float32."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def candidates() -> list[Mode]:
-    """The modes worth trying on this machine, fastest first (measured by `llmhood bench`).
+    """The modes worth trying on this CPU, fastest first (measured by `llmhood bench`).
 
-    int4 and int8 run with bf16 activations, which the kernels also accept (if slowly)
-    without bf16 instructions; float32 activations would take their slow generic path.
+    Every fast mode computes in bf16: int4 and int8 with bf16 activations (float32 ones
+    would take the kernels' slow generic path). Without bf16 instructions torch emulates
+    bf16, so there the reference is the only candidate; the fast modes still load when
+    asked for by name.
     """
     modes = []
-    if bf16_supported():
+    if cpu.bf16_supported():
         if int4_available():
             modes.append(Mode(torch.bfloat16, "int4", fuse=True, dense=True))
         if int8_available():
@@ -166,9 +158,9 @@ def build(
 
     Quantized modes on a GGUF file read the Q4_1/Q8_0 blocks of the linear layers directly
     and never dequantize them; everything else is dequantized to float first. A quantized
-    model is saved once prepared (llmhood.prepared) and later loads map that file instead;
+    model is saved once prepared (llmhood.speed.prepared) and later loads map that file instead;
     `keep=False` neither reads nor writes it. `decode_step`: run single-token steps through
-    llmhood.model.decode_step (None: wherever it can, except in float32; True: raise
+    llmhood.model.fast.decode_step (None: wherever it can, except in float32; True: raise
     LLMHoodError where it cannot).
     """
     keep = keep and mode.quantize is not None
@@ -255,66 +247,3 @@ def quantize_linears(
         model.output = linear([head], model.config.dim, dense=mode.dense and not tied)
         if tied and mode.dense and isinstance(model.output, Int4Linear):
             model.output.dense = model.tok_embeddings.weight.detach()  # in memory already
-
-
-# ---- the automatic choice ---------------------------------------------------------------------
-
-
-def guard_verdicts(path: Path, modes: list[Mode], progress: bool = True) -> dict[str, Verdict]:
-    """The quality guard's verdict on `modes` for the model at `path`, from the cache where it
-    has them (computing one takes seconds: a perplexity run)."""
-    known = cache.read(path, GUARD_CACHE) or {}
-    verdicts = {name: Verdict(**v) for name, v in known.items()}
-    missing = [m for m in modes if m.name not in verdicts]
-    if missing:
-        if progress:
-            names = ", ".join(m.name for m in missing)
-            print(
-                f"llmhood: checking the perplexity of {names} against float32 on this machine, "
-                f"once for this model file (remembered in {cache.cache_dir()})",
-                file=sys.stderr,
-            )
-        verdicts.update(evaluate(path, missing, progress))
-        cache.write(path, GUARD_CACHE, {name: asdict(v) for name, v in verdicts.items()})
-    return verdicts
-
-
-def evaluate(
-    path: Path, modes: list[Mode], progress: bool = True, tokens: int = GUARD_TOKENS
-) -> dict[str, Verdict]:
-    """Perplexity of each mode on the first `tokens` tokens of the guard text, next to the
-    float32 reference's."""
-    reference, ckpt = build(path, REFERENCE, progress)
-    text = guard_tokens(ckpt.tokenizer, tokens)
-    ref = perplexity(reference, text).value
-    del reference  # its memory is free before the next model is built
-    verdicts = {REFERENCE.name: Verdict(REFERENCE.name, ref, ref)}
-    for mode in modes:
-        if mode != REFERENCE:
-            model = build(path, mode, progress, keep=False)[0]
-            verdicts[mode.name] = Verdict(mode.name, mode_perplexity(model, text), ref)
-    return verdicts
-
-
-def mode_perplexity(model: Transformer, tokens: torch.Tensor) -> float:
-    """Perplexity of a model in whatever mode, by its worse path: with dense copies, the int4
-    kernel (decoding) and the bf16 matmuls (prefill) are measured separately."""
-    value = perplexity(model, tokens).value
-    if any(isinstance(m, Int4Linear) and m.dense is not None for m in model.modules()):
-        with int4_kernel_only(model):
-            value = max(value, perplexity(model, tokens).value)
-    return value
-
-
-def choose(path: Path, modes: list[Mode], progress: bool = True) -> Mode:
-    """The first (fastest) of `modes` that the quality guard passes; a single mode is taken
-    as asked, unguarded. The float32 reference always passes.
-
-    Modes are judged in order and only until one passes, so the first load of a file
-    measures the reference and the fastest mode, seconds, not every candidate."""
-    if len(modes) == 1:
-        return modes[0]
-    for mode in modes:
-        if mode == REFERENCE or not guard_verdicts(path, [mode], progress)[mode.name].lossy:
-            return mode
-    return modes[-1]

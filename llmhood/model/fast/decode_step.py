@@ -15,10 +15,10 @@ the reference and this is only a faster way to run it: tests hold the two equal.
 step of SmolLM2 in int4 is mostly the int4 matmuls (`llmhood bench --profile`).
 
 It is compiled on first use with the machine's C++ compiler against the installed torch
-(about 10 s) and cached in llmhood's cache directory, keyed by the source, torch, the
-compiler and the CPU. Without a compiler, or when compiling fails, `available()` says why
-and models keep the plain path. `Transformer.set_decode_step` switches it; `llmhood.load`
-turns it on for the bf16 and quantized modes, where the overhead matters most.
+(about 10 s) and cached (llmhood.speed.kernels). Without a compiler, or when compiling
+fails, `available()` says why and models keep the plain path. `Transformer.set_decode_step`
+switches it; `llmhood.load` turns it on for the bf16 and quantized modes, where the
+overhead matters most.
 
 It runs when a forward pass is one new token per row with a KV cache, and the model is in
 the shape it was built for: fused q/k/v and gate/up, RoPE, no CoPE, no gradients to track,
@@ -28,114 +28,27 @@ call could not honour. Anything else takes the plain path.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 from functools import cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from llmhood.cache import cache_dir
+from llmhood.model.fast.quantized import GROUP_SIZE, Int4Linear
 from llmhood.model.kv_cache import KVCache
-from llmhood.model.quantized import GROUP_SIZE, Int4Linear
+from llmhood.speed import kernels
 
 SOURCE = Path(__file__).with_name("decode_step.cpp")
-FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=c++17", "-shared"]
 TENSORS_PER_LAYER = 10  # the order decode_step.cpp reads them in: see `layer_weights`
-
-
-def _torch_dir() -> Path:
-    return Path(torch.__file__).parent
-
-
-def _cpu() -> str:
-    """What -march=native compiles for: the CPU's feature flags where Linux lists them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _command(compiler: str, output: Path) -> list[str]:
-    include, lib = _torch_dir() / "include", _torch_dir() / "lib"
-    abi = int(torch.compiled_with_cxx11_abi())
-    return [
-        compiler,
-        *FLAGS,
-        "-fPIC",
-        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-        f"-isystem{include}",
-        f"-isystem{include / 'torch' / 'csrc' / 'api' / 'include'}",
-        str(SOURCE),
-        "-o",
-        str(output),
-        f"-L{lib}",
-        "-lc10",
-        "-ltorch_cpu",
-        f"-Wl,-rpath,{lib}",
-    ]
-
-
-def library_path(compiler: str) -> Path:
-    """Where the compiled library for this source, torch, compiler and CPU is cached."""
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__, compiler, " ".join(FLAGS), _cpu()):
-        key.update(part if isinstance(part, bytes) else part.encode())
-    return cache_dir() / "kernels" / f"decode_step-{key.hexdigest()[:20]}.so"
-
-
-def _compile(compiler: str, target: Path) -> str | None:
-    """Build the library at `target`; None on success, else what went wrong."""
-    print(f"llmhood: compiling the fused decode step, once (~10 s) -> {target}", file=sys.stderr)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            done = subprocess.run(
-                _command(compiler, built), capture_output=True, text=True, timeout=600
-            )
-            if done.returncode != 0:
-                return f"{compiler} failed: {done.stderr.strip()[-2000:]}"
-            os.replace(built, target)  # atomic: a concurrent load sees all of it or nothing
-    except subprocess.TimeoutExpired:
-        return f"{compiler} took more than 10 minutes"
-    except OSError as e:  # no such program, or a cache directory that cannot be written
-        return f"it could not be built in {target.parent}: {e}"
-    return None
 
 
 @cache
 def available() -> str | None:
-    """None when the decode step is ready to run in this process, else why it is not."""
+    """None when the decode step is ready to run in this process, else why it is not
+    (llmhood.speed.kernels compiles and loads it)."""
     if hasattr(torch.ops.llmhood, "decode_step"):  # loaded already, from whichever cache
         return None
-    return load_library()
-
-
-def load_library() -> str | None:
-    """Compile the library unless it is cached, and load it; None on success, else why not."""
-    compiler = shutil.which(os.environ.get("CXX", "c++"))
-    if compiler is None:
-        return "no C++ compiler was found (install g++ or clang, or set CXX)"
-    target = library_path(compiler)
-    if not target.exists():
-        problem = _compile(compiler, target)
-        if problem is not None:
-            return problem
-    try:
-        torch.ops.load_library(str(target))
-    except (OSError, RuntimeError) as e:
-        return f"the compiled library {target} does not load: {e}"
-    return None
+    return kernels.load(SOURCE)
 
 
 def _matmul(module: nn.Module, rows: int) -> list[torch.Tensor]:
@@ -162,7 +75,7 @@ def layer_weights(model: nn.Module, rows: int) -> list[torch.Tensor]:
 
 def unsupported(model: nn.Module) -> str | None:
     """Why the decode step cannot run this model at all (None: it can)."""
-    from llmhood.model.fusion import FusedLinear  # fusion imports the model, which imports us
+    from llmhood.model.fast.fusion import FusedLinear  # fusion imports the model, which imports us
 
     config = model.config
     if config.position_encoding != "rope":

@@ -9,7 +9,7 @@ little data, so the saved launches are a real share of a decode step.
 `fuse(model)` does it for float weights without copying them twice: the stacked matrix is
 built once and the original `wq`, `wk`, ... parameters become views into it, so the model
 keeps its anatomy (parameter names, counts, histograms) and its state dict. Quantized
-modes build their stacked matrices from the quantized parts instead (llmhood.modes).
+modes build their stacked matrices from the quantized parts instead (llmhood.speed.modes).
 `Attention.wqkv` and `SwiGLU.w13` switch the fused path on; unset, the plain path runs.
 """
 

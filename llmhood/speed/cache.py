@@ -1,15 +1,15 @@
 """What llmhood remembers about a model file between runs.
 
 Some answers cost seconds and depend only on the file and the software that computed them:
-the quality guard's perplexities (llmhood.modes) are one. They are kept as small JSON
+the quality guard's perplexities (llmhood.speed.guard) are one. They are kept as small JSON
 entries under `~/.cache/llmhood` (or `$LLMHOOD_CACHE`), one per model path and kind.
 
 An entry records the *fingerprint* of what it was computed from: the file's resolved
-path, size and modification time, and the torch and llmhood versions and the CPU's
-instruction set (the kernels, and so the numbers, differ between them). An entry whose
-fingerprint no longer matches is stale: it is ignored and overwritten, so replacing or
-editing a model file invalidates what was remembered about it. Size and mtime, not a
-hash, because hashing a large model file would take longer than what the cache saves.
+path, size and modification time, the torch and llmhood versions, and the instruction
+sets in use (llmhood.speed.cpu): the kernels, and so the numbers, differ between them.
+An entry whose fingerprint no longer matches is stale: it is ignored and overwritten, so
+replacing or editing a model file invalidates what was remembered about it. Size and
+mtime, not a hash, because hashing a large model file would take longer than what the cache saves.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from llmhood.speed import cpu
 
 CACHE_ENV = "LLMHOOD_CACHE"
 
@@ -47,6 +49,7 @@ def fingerprint(path: str | Path) -> dict[str, Any]:
         "torch": str(torch.__version__),
         "llmhood": __version__,
         "cpu": torch.backends.cpu.get_cpu_capability(),
+        "bf16": cpu.bf16_supported(),
     }
 
 

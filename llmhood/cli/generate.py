@@ -1,0 +1,145 @@
+"""`llmhood generate`, `llmhood chat` and `llmhood demo`: the model writing text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from llmhood.cli import common
+from llmhood.cli.common import (
+    add_model_options,
+    add_sampling_options,
+    print_stream,
+    sampling_options,
+)
+from llmhood.errors import LLMHoodError
+from llmhood.generate import DEFAULT_BATCH_SIZE, check_batch_size
+from llmhood.generate.prompt_file import EXAMPLE, FilePrompt, read_prompts
+
+DEMO_QUESTION = "What is the capital of France?"
+
+
+def generate_prompts(args: argparse.Namespace) -> list[FilePrompt]:
+    """The prompt argument or the --prompts-file, checked before the model loads."""
+    if (args.prompt is None) == (args.prompts_file is None):
+        raise LLMHoodError(
+            "Give one prompt, or --prompts-file PATH (one prompt per line, or a .jsonl file "
+            f"with one object such as {EXAMPLE} per line); this command had "
+            + ("both." if args.prompt is not None else "neither.")
+        )
+    check_batch_size(args.batch_size)
+    if args.prompts_file is None:
+        return [FilePrompt(0, args.prompt)]
+    return read_prompts(args.prompts_file)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    prompts = generate_prompts(args)
+    options = sampling_options(args)
+    llm = common.load_for(args)
+    texts = [p.text for p in prompts]
+    if args.chat:
+        texts = [llm.chat_prompt([{"role": "user", "content": text}]) for text in texts]
+        options["add_bos"] = False
+    if args.prompts_file is None and not args.json:
+        if args.no_stream:
+            print(llm.generate(texts[0], **options)[0].text)
+        else:
+            print_stream(llm.stream(texts[0], **options))
+        return
+    results = llm.generate(texts, batch_size=args.batch_size, **options)
+    for i, (prompt, result) in enumerate(zip(prompts, results, strict=True)):
+        if args.json:
+            where = {} if args.prompts_file is None else {"line": prompt.line}
+            record = {"index": i, **where, "prompt": prompt.text, **asdict(result)}
+            print(json.dumps(record, ensure_ascii=False))
+            continue
+        # Prompts count from 0, as in error messages; blank lines of the file are skipped.
+        preview = prompt.text if len(prompt.text) <= 60 else prompt.text[:59] + "…"
+        if i:
+            print()
+        print(f"### prompt {i} (line {prompt.line}): {preview!r}")
+        print(result.text)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    options = sampling_options(args)
+    llm = common.load_for(args)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(system)
+    print("Chatting with", llm.source, "- /reset clears the history, /exit or Ctrl-D quits.")
+    try:
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                print()
+                return
+            if line.strip() == "/exit":
+                return
+            if line.strip() == "/reset":
+                history = list(system)
+                print("(history cleared)")
+                continue
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line})
+            print("bot> ", end="", flush=True)
+            reply = print_stream(llm.stream_chat(history, **options))
+            history.append({"role": "assistant", "content": reply})
+    except KeyboardInterrupt:
+        print()
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    llm = common.load_for(args)
+    c = llm.config
+    print(
+        f"Loaded {llm.source} in {llm.load_seconds:.1f} s: {llm.model.num_parameters():,} "
+        f"parameters, {c.n_layers} layers, {c.n_heads} query / {c.n_kv_heads} KV heads."
+    )
+    print(f"\nyou> {DEMO_QUESTION}\nbot> ", end="", flush=True)
+    messages = [{"role": "user", "content": DEMO_QUESTION}]
+    print_stream(llm.stream_chat(messages, max_new_tokens=64))
+    print(
+        "\nWhat to try next:\n"
+        "  .venv/bin/llmhood chat                       talk to the model\n"
+        "  .venv/bin/llmhood info                       its architecture and parameter counts\n"
+        "  .venv/bin/llmhood tokenize 'Hello, 世界!'     see the byte-level BPE at work\n"
+        "  .venv/bin/llmhood generate 'Once upon a time' --temperature 0.8 --top-p 0.9\n"
+        "  make test                                    the proof against transformers"
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="continue a prompt (streams by default), or many")
+    p.add_argument("prompt", nargs="?", default=None, help="the text to continue")
+    add_model_options(p)
+    add_sampling_options(p)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    p.add_argument("--no-stream", action="store_true", help="print the text when done")
+    p.add_argument(
+        "--prompts-file", default=None, metavar="PATH",
+        help='many prompts: one per line, or JSON Lines with a "prompt" field (.jsonl); '
+        "results are printed per prompt when all are done",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+        help=f"prompts that run together (default: {DEFAULT_BATCH_SIZE})",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt and line")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "chat", help="interactive chat with history",
+        description="Chat with the model; /reset clears the history, /exit or Ctrl-D quits.",
+    )  # fmt: skip
+    add_model_options(p)
+    add_sampling_options(p, chat=True)
+    p.add_argument("--system", default=None, help="system prompt")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("demo", help="load the default model and answer one question")
+    add_model_options(p)
+    p.set_defaults(func=cmd_demo)
