@@ -19,8 +19,15 @@ from dataclasses import dataclass, field
 from llmhood.errors import LLMHoodError
 from llmhood.generate.sampling import SamplingParams
 
-# Sampling fields a checkpoint may recommend, in SamplingParams' names.
-FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+# The sampling fields a checkpoint may recommend (SamplingParams' names), as people read them.
+LABELS = {
+    "temperature": "temperature",
+    "top_k": "top-k",
+    "top_p": "top-p",
+    "min_p": "min-p",
+    "repetition_penalty": "repetition penalty",
+}
+FIELDS = tuple(LABELS)
 # Of the settings `llmhood experiment chat-loops` compares, the one that looped least among
 # those that got the factual answers at least as often as greedy decoding (README, "Chat").
 MEASURED: dict[str, float] = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
@@ -35,7 +42,7 @@ class ChatSettings:
     source: str = MEASURED_SOURCE
 
     def describe(self) -> str:
-        shown = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in self.options.items())
+        shown = ", ".join(f"{LABELS[k]} {v:g}" for k, v in self.options.items())
         return f"{shown or 'greedy'} ({self.source})"
 
 
