@@ -68,6 +68,7 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         key_padding: torch.Tensor | None = None,
         last_only: bool = False,
+        head: bool = True,
     ) -> torch.Tensor:
         """Next-token logits for every input position.
 
@@ -77,6 +78,8 @@ class Transformer(nn.Module):
         Returns (bs, seqlen, vocab_size) logits, or (bs, 1, vocab_size) for the last
         position only with `last_only`: generation needs no others, and the output head
         costs a fifth of SmolLM2's compute and bs·seqlen·vocab_size floats of memory.
+        `head=False` returns the normalised hidden states (bs, seqlen, dim) instead, for a
+        caller that applies the output head to a few positions only (a training loss).
         """
         bs, seqlen = tokens.shape
         start = cache.length if cache is not None else 0
@@ -98,7 +101,10 @@ class Transformer(nn.Module):
             cache.advance(seqlen)
         if last_only:
             h = h[:, -1:]
-        return self.output(self.norm(h)).float()  # (bs, seqlen or 1, vocab_size)
+        h = self.norm(h)
+        if not head:
+            return h  # (bs, seqlen or 1, dim)
+        return self.output(h).float()  # (bs, seqlen or 1, vocab_size)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         c = self.config
