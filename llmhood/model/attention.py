@@ -44,14 +44,22 @@ from llmhood.model.rope import RoPE
 AttentionImpl = Literal["sdpa", "explicit", "auto"]
 
 
-def causal_mask(q_len: int, kv_len: int, key_padding: torch.Tensor | None = None) -> torch.Tensor:
+def causal_mask(
+    q_len: int,
+    kv_len: int,
+    key_padding: torch.Tensor | None = None,
+    segments: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Boolean mask, True where a query may attend: (bs or 1, 1, q_len, kv_len).
 
     The q_len queries are the last q_len of the kv_len positions (earlier ones are in the
     cache), so query i may see keys 0 .. kv_len - q_len + i. `key_padding` (bs, kv_len) is
-    True for real tokens and False for padding.
+    True for real tokens and False for padding. `segments` (bs, kv_len) numbers the
+    documents packed into one row: a query sees only keys of its own document, so the
+    mask is block-diagonal and each document is computed as if it were alone.
     """
-    device = key_padding.device if key_padding is not None else None
+    given = key_padding if key_padding is not None else segments
+    device = given.device if given is not None else None
     q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
     k_pos = torch.arange(kv_len, device=device)[None, :]
     mask = (k_pos <= q_pos)[None, None]  # (1, 1, q_len, kv_len)
@@ -59,6 +67,9 @@ def causal_mask(q_len: int, kv_len: int, key_padding: torch.Tensor | None = None
         # A padding query still sees itself, so that no softmax row is all -inf (NaN);
         # its output is never read.
         mask = (mask & key_padding[:, None, None, :].to(torch.bool)) | (k_pos == q_pos)
+    if segments is not None:
+        same = segments[:, -q_len:, None] == segments[:, None, :]  # (bs, q_len, kv_len)
+        mask = mask & same[:, None]
     return mask
 
 

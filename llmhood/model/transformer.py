@@ -69,6 +69,7 @@ class Transformer(nn.Module):
         key_padding: torch.Tensor | None = None,
         last_only: bool = False,
         head: bool = True,
+        segments: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-token logits for every input position.
 
@@ -80,6 +81,8 @@ class Transformer(nn.Module):
         costs a fifth of SmolLM2's compute and bs·seqlen·vocab_size floats of memory.
         `head=False` returns the normalised hidden states (bs, seqlen, dim) instead, for a
         caller that applies the output head to a few positions only (a training loss).
+        segments: (bs, seqlen), without a cache: which document of a packed row each token
+        belongs to; no token attends across documents (give each its own positions from 0).
         """
         bs, seqlen = tokens.shape
         start = cache.length if cache is not None else 0
@@ -87,13 +90,15 @@ class Transformer(nn.Module):
             positions = torch.arange(start, start + seqlen, device=tokens.device).expand(bs, -1)
 
         h = self.tok_embeddings(tokens)  # (bs, seqlen, dim)
-        if self.decode_step is not None and self.decode_step.applies(h, cache):
+        stepping = self.decode_step is not None and segments is None
+        if stepping and self.decode_step.applies(h, cache):
             h = self.decode_step(h, positions, cache, key_padding)  # same blocks, one call
         else:
             # One new token with no padding may see every key: no mask to build or apply.
             mask = None
-            if seqlen > 1 or key_padding is not None:
-                mask = causal_mask(seqlen, start + seqlen, key_padding).to(tokens.device)
+            if seqlen > 1 or key_padding is not None or segments is not None:
+                mask = causal_mask(seqlen, start + seqlen, key_padding, segments)
+                mask = mask.to(tokens.device)
             rope_table = self.rope.table(positions)
             for layer in self.layers:
                 h = layer(h, self.rope, rope_table, mask, cache)
