@@ -151,8 +151,9 @@ def load(
     start = time.perf_counter()
     path = resolve(model)  # every argument is checked before anything slow starts
     modes = requested(dtype, quantize, fuse, dense)
-    if decode_step and fast_step.available() is not None:
-        raise LLMHoodError(f"The fused decode step cannot run here: {fast_step.available()}.")
+    problem = fast_step.available() if decode_step else None
+    if problem is not None:
+        raise LLMHoodError(f"The fused decode step cannot run here: {problem}.")
     mode = choose(path, modes, progress)
     net, checkpoint = build(path, mode, progress, decode_step=decode_step)
     warm_up(net)

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from llmhood.cli.common import comma_list
 from llmhood.errors import LLMHoodError
 from llmhood.registry import DEFAULT_MODEL, resolve
 from llmhood.speed import bench  # light: transformers and llama.cpp are imported by its children
@@ -26,7 +27,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         writable(Path(args.json))
     engines = bench.ENGINES
     if args.engines:
-        engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+        engines = tuple(comma_list(args.engines))
     report = bench.run(
         path, args.repeat, args.quick, engines, quality=not args.no_quality,
         log=lambda line: print(line, file=sys.stderr, flush=True),

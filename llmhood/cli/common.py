@@ -103,6 +103,11 @@ def load_for(args: argparse.Namespace) -> LLM:
     return load(**mode_options(args))
 
 
+def comma_list(text: str) -> list[str]:
+    """A comma-separated option's items, blanks dropped: "a, b," -> ["a", "b"]."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def print_stream(pieces: Iterator[str]) -> str:
     text = []
     for piece in pieces:

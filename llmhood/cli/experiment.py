@@ -9,12 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from llmhood.cli import common
-from llmhood.cli.common import add_model_options, add_picture_options, picture_path
+from llmhood.cli.common import (
+    add_model_options,
+    add_picture_options,
+    comma_list,
+    picture_path,
+)
 from llmhood.errors import LLMHoodError
-
-
-def comma_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def cmd_long_context(args: argparse.Namespace) -> None:

@@ -64,9 +64,12 @@ def limit() -> str:
     return value
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """The model name and feature flags Linux reports; elsewhere, what platform says."""
-    name, flags = platform.processor() or platform.machine(), set()
+@cache
+def cpuinfo() -> tuple[str, frozenset[str]]:
+    """The model name and every feature flag Linux reports (none elsewhere, where the name
+    is what platform says). Unfiltered: a C++ kernel built with -march=native depends on
+    all of them."""
+    name, flags = platform.processor() or platform.machine(), frozenset()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
@@ -76,13 +79,13 @@ def _cpuinfo() -> tuple[str, set[str]]:
         if key.strip() == "model name" and value.strip():
             name = value.strip()
         if key.strip() in ("flags", "Features") and not flags:
-            flags = set(value.split())
+            flags = frozenset(value.split())
     return name, flags
 
 
 @cache
 def _detect(limit: str) -> CPU:
-    name, flags = _cpuinfo()
+    name, flags = cpuinfo()
     kernels = torch.backends.cpu.get_cpu_capability()
     bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     if not flags:  # no /proc/cpuinfo: what torch's kernel choice implies

@@ -64,21 +64,12 @@ def _command(compiler: str, source: Path, output: Path) -> list[str]:
 def library_path(source: Path, compiler: str) -> Path:
     """Where the library built from `source` for this torch, compiler and CPU is cached."""
     key = hashlib.sha256()
-    name, flags_now = cpu.cpu().name, " ".join(flags())
-    for part in (source.read_bytes(), torch.__version__, compiler, flags_now, name, _cpu_flags()):
+    name, cpu_flags = cpu.cpuinfo()
+    parts = (source.read_bytes(), torch.__version__, compiler, " ".join(flags()), name,
+             " ".join(sorted(cpu_flags)))  # fmt: skip
+    for part in parts:
         key.update(part if isinstance(part, bytes) else part.encode())
     return cache_dir() / "kernels" / f"{source.stem}-{key.hexdigest()[:20]}.so"
-
-
-def _cpu_flags() -> str:
-    """Every flag the CPU reports: -march=native compiles for all of them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return ""
 
 
 def _compile(source: Path, compiler: str, target: Path) -> str | None:

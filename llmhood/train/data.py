@@ -143,7 +143,8 @@ def encode_chat(
         if message["role"] != "assistant":
             continue
         start = _prefix_length(tokenizer, messages[:i], True, ids)
-        end = _prefix_length(tokenizer, messages[: i + 1], False, ids)
+        last = i == len(messages) - 1  # through the last turn is the whole conversation
+        end = len(ids) if last else _prefix_length(tokenizer, messages[: i + 1], False, ids)
         for t in range(start, end):
             mask[t] = True
             if ids[t] in stops:

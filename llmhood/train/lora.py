@@ -46,6 +46,11 @@ HF_NAMES = {hf: ours for ours, (_, hf) in TARGETS.items()}
 ALL_LINEAR = "all-linear"  # every linear layer of the blocks; the output head stays frozen
 
 
+def lora_scaling(rank: int, alpha: float, use_rslora: bool = False) -> float:
+    """s = α/r, or α/√r with rsLoRA."""
+    return alpha / (math.sqrt(rank) if use_rslora else rank)
+
+
 @dataclass
 class LoraConfig:
     rank: int = 8
@@ -57,7 +62,7 @@ class LoraConfig:
 
     @property
     def scaling(self) -> float:
-        return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
+        return lora_scaling(self.rank, self.alpha, self.use_rslora)
 
     def targets(self) -> list[str]:
         """The llmhood names of the layers to adapt; LLMHoodError for an unknown name."""
@@ -105,7 +110,7 @@ class LoraLinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.rank, self.alpha = rank, alpha
-        self.scaling = alpha / (math.sqrt(rank) if use_rslora else rank)
+        self.scaling = lora_scaling(rank, alpha, use_rslora)
         self.enabled = True
 
     def update(self, x: torch.Tensor) -> torch.Tensor:

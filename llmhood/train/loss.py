@@ -58,6 +58,15 @@ def shift_labels(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return labels
 
 
+def _trained_nll(
+    model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int, forward: dict
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's NLL at the trained positions (n_trained,), and the labels (bs, T)."""
+    hidden = model(tokens, head=False, **forward)  # (bs, T, dim)
+    labels = shift_labels(tokens, mask)
+    return token_nll(hidden, model.output, labels, chunk), labels
+
+
 def loss_sum(
     model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = 1024, **forward
 ) -> tuple[torch.Tensor, int]:
@@ -67,9 +76,7 @@ def loss_sum(
     from the tokens before it); `forward`: more arguments of the model's forward, such as
     positions and key_padding.
     """
-    hidden = model(tokens, head=False, **forward)  # (bs, T, dim)
-    labels = shift_labels(tokens, mask)
-    nll = token_nll(hidden, model.output, labels, chunk)
+    nll, _ = _trained_nll(model, tokens, mask, chunk, forward)
     return nll.sum(), nll.numel()
 
 
@@ -80,8 +87,6 @@ def sequence_logprob(
 
     What preference losses compare (llmhood.train.dpo): a response's log-likelihood
     under the policy and under the reference."""
-    hidden = model(tokens, head=False, **forward)  # (bs, T, dim)
-    labels = shift_labels(tokens, mask)
-    nll = token_nll(hidden, model.output, labels, chunk)  # (n_trained,), row-major
+    nll, labels = _trained_nll(model, tokens, mask, chunk, forward)  # (n_trained,), row-major
     rows = (labels != IGNORE).nonzero()[:, 0]  # the row of each trained position
     return -torch.zeros(tokens.shape[0], device=nll.device).index_add(0, rows, nll)
