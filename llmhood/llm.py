@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -45,6 +46,8 @@ class LLM:
     mode: Mode = REFERENCE
     # Sampling options `chat` and `stream_chat` start from (llmhood.generate.chat_settings).
     chat_settings: ChatSettings = field(default_factory=ChatSettings)
+    # The fine-tuned adapter running on the base, if any (llmhood.train.adapter.Adapter).
+    adapter: Any = None
 
     @property
     def config(self) -> ModelConfig:
@@ -137,6 +140,7 @@ def load(
     fuse: bool | None = None,
     dense: bool | None = None,
     decode_step: bool | None = None,
+    adapter: str | Path | None = None,
 ) -> LLM:
     """Load a model by name ("smollm2-135m"), or from a .gguf file, an HF or a Meta directory.
 
@@ -147,8 +151,14 @@ def load(
     int4 only, also keep bf16 weights for prefill and batches; decode_step: one C++ call per
     generated token instead of the Python blocks (llmhood.model.fast.decode_step; by default on
     where it can run, except in float32).
+    adapter: a LoRA/DoRA adapter to run on the base, unmerged and exact, in float32: a run
+    directory of `llmhood train`, its adapter/ or a peft adapter directory. `model` then
+    defaults to the base the adapter names. To run it quantized, merge it first
+    (`llmhood export --merge`) and load the merged model.
     """
     start = time.perf_counter()
+    if adapter is not None:
+        return _load_with_adapter(model, adapter, dtype, quantize, progress, start)
     path = resolve(model)  # every argument is checked before anything slow starts
     modes = requested(dtype, quantize, fuse, dense)
     problem = fast_step.available() if decode_step else None
@@ -160,6 +170,36 @@ def load(
     settings = chat_settings(checkpoint.sampling, checkpoint.source)
     seconds = time.perf_counter() - start
     return LLM(net, checkpoint.tokenizer, checkpoint.source, seconds, mode, settings)
+
+
+def _load_with_adapter(
+    model: str | Path | None,
+    adapter: str | Path,
+    dtype: str | torch.dtype,
+    quantize: str | None,
+    progress: bool,
+    start: float,
+) -> LLM:
+    # The adapter is training's; the engine imports it only when asked to run one.
+    from llmhood.train.adapter import attach, read_adapter
+
+    if dtype not in ("auto", "float32", torch.float32) or quantize not in ("auto", None):
+        raise LLMHoodError(
+            "An adapter runs on the float32 base, unmerged. To run it in another dtype or "
+            "quantized, merge it first (llmhood export RUN --merge --format gguf --out DIR) and "
+            "load the merged model."
+        )
+    found = read_adapter(adapter)
+    base = found.base if model in (None, DEFAULT_MODEL) and found.base else model
+    net, checkpoint = build(resolve(base or DEFAULT_MODEL), REFERENCE, progress, keep=False,
+                            decode_step=False)  # fmt: skip
+    attach(net, found)
+    net.eval()
+    settings = chat_settings(checkpoint.sampling, checkpoint.source)
+    source = f"{checkpoint.source} + adapter {found.source}"
+    llm = LLM(net, checkpoint.tokenizer, source, time.perf_counter() - start, REFERENCE, settings)
+    llm.adapter = found
+    return llm
 
 
 def warm_up(model: Transformer, prompt_tokens: int = 32) -> None:

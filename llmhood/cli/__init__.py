@@ -13,10 +13,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from llmhood.cli import bench, experiment, generate, info, plot
+from llmhood.cli import bench, experiment, generate, info, plot, train
 from llmhood.errors import LLMHoodError
 
-GROUPS = (info, generate, bench, plot, experiment)
+GROUPS = (info, generate, train, bench, plot, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:

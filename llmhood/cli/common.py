@@ -96,7 +96,21 @@ def mode_options(args: argparse.Namespace) -> dict:
     )
     resolve(args.model)  # a missing file or an uninstalled model package says so now
     requested(options["dtype"], options["quantize"], options["fuse"], options["dense"])
+    if getattr(args, "adapter", None):
+        from llmhood.train.adapter import adapter_dir
+
+        adapter_dir(args.adapter)  # a wrong path says so before the base loads
+        options = {"model": args.model, "adapter": args.adapter, "dtype": args.dtype,
+                   "quantize": options["quantize"]}  # fmt: skip
     return options
+
+
+def add_adapter_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--adapter", default=None, metavar="DIR",
+        help="run a fine-tuned adapter on the base: a run directory of `llmhood train`, its "
+        "adapter/, or a peft adapter directory (the base defaults to the one it names)",
+    )  # fmt: skip
 
 
 def load_for(args: argparse.Namespace) -> LLM:

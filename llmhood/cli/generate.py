@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from llmhood.cli import common
 from llmhood.cli.common import (
+    add_adapter_option,
     add_model_options,
     add_sampling_options,
     print_stream,
@@ -39,7 +40,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     options = sampling_options(args)
     llm = common.load_for(args)
     texts = [p.text for p in prompts]
-    if args.chat:
+    chat = args.chat
+    if chat is None:  # an adapter fine-tuned on conversations expects its chat template
+        chat = llm.adapter is not None and llm.adapter.chat
+    if chat:
         texts = [llm.chat_prompt([{"role": "user", "content": text}]) for text in texts]
         options["add_bos"] = False
     if args.prompts_file is None and not args.json:
@@ -117,7 +121,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", nargs="?", default=None, help="the text to continue")
     add_model_options(p)
     add_sampling_options(p)
-    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    add_adapter_option(p)
+    p.add_argument(
+        "--chat", action=argparse.BooleanOptionalAction, default=None,
+        help="wrap the prompt in the chat template (default: only with an adapter trained on "
+        "conversations)",
+    )  # fmt: skip
     p.add_argument("--no-stream", action="store_true", help="print the text when done")
     p.add_argument(
         "--prompts-file", default=None, metavar="PATH",
@@ -137,6 +146,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_model_options(p)
     add_sampling_options(p, chat=True)
+    add_adapter_option(p)
     p.add_argument("--system", default=None, help="system prompt")
     p.set_defaults(func=cmd_chat)
 

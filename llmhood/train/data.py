@@ -149,6 +149,9 @@ def encode_chat(
             mask[t] = True
             if ids[t] in stops:
                 break
+    # No token predicts the first one; in a packed sequence the token before it would be
+    # the previous row's last.
+    mask[0] = False
     return Example(ids, mask)
 
 

@@ -38,12 +38,18 @@ def optimizer_step(
     tokens: int,
     optimizer: Optimizer,
     max_grad_norm: float | None = 1.0,
+    *,
+    scale: float = 1.0,
+    local: int | None = None,
 ) -> StepStats:
     """Accumulate the gradients of `micro_batches`, clip, and update once.
 
-    `tokens`: the trained tokens of all the micro-batches together, known before the first
-    backward pass (the data loader counts them), so each backward can be scaled right away
-    and no graph is kept across micro-batches.
+    `tokens`: the trained tokens of the whole step, known before the first backward pass
+    (the schedule counts them), so each backward can be scaled right away and no graph is
+    kept across micro-batches. With several processes, `micro_batches` are this process's
+    share, `local` their tokens, and `scale` the world size: DDP averages the gradients
+    over the processes, so each one's must be `scale` times its share of the sum.
+    The returned loss is this process's, per its own tokens.
     """
     if tokens < 1:
         raise LLMHoodError("This step has no trained token; its rows should have been dropped.")
@@ -51,13 +57,14 @@ def optimizer_step(
     total, counted = 0.0, 0
     for micro_batch in micro_batches:
         loss, n = micro_batch()
-        (loss / tokens).backward()
+        (loss * (scale / tokens)).backward()
         total += loss.item()
         counted += n
-    if counted != tokens:
-        raise LLMHoodError(f"The step was told of {tokens} trained tokens but has {counted}.")
+    expected = tokens if local is None else local
+    if counted != expected:
+        raise LLMHoodError(f"The step was told of {expected} trained tokens but has {counted}.")
     params = [p for p in model.parameters() if p.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
     optimizer.step()
     lr = optimizer.param_groups[0]["lr"]
-    return StepStats(total / tokens, tokens, float(norm), lr)
+    return StepStats(total / max(1, counted), counted, float(norm), lr)
