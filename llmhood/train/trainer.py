@@ -80,9 +80,16 @@ def compute_dtype(name: str) -> torch.dtype:
 
 
 def _checkpointed(block: nn.Module) -> None:
-    """Recompute `block` in the backward pass; its parameter names stay as they are."""
+    """Recompute `block` in the backward pass; its parameter names stay as they are.
+    Without gradients (evaluation, GRPO's sampling) it runs as it is."""
     forward = block.forward
-    block.forward = functools.partial(checkpoint, forward, use_reentrant=False)
+
+    def run(*args: Any) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return checkpoint(forward, *args, use_reentrant=False)
+        return forward(*args)
+
+    block.forward = run
 
 
 def prepare_model(
@@ -276,11 +283,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 def _train(config, out, fingerprint, resumed, reward, world: World, progress: bool) -> TrainResult:
     model, tokenizer, source = prepare_model(config, progress)
     if config.stage == "grpo":
-        from llmhood.train.grpo_run import run_grpo
-
-        return run_grpo(config, model, tokenizer, source, reward, out, fingerprint, resumed,
-                        world, progress)  # fmt: skip
-    units, held_out, collate_fn, report = load_data(config, tokenizer)
+        if world.distributed:
+            raise LLMHoodError("GRPO runs in one process; start it without torchrun.")
+        units, report = dataset.prompts(config.data, tokenizer, config.strict)
+        held_out, collate_fn = [], list
+    else:
+        units, held_out, collate_fn, report = load_data(config, tokenizer)
     if progress:
         _print_report(report)
     schedule = Schedule(units, collate_fn, batch_size=config.batch_size,
@@ -305,9 +313,8 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
             print(f"llmhood: resuming {ckpt} at step {run.step} of {total}", file=sys.stderr)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
-        checkpoints.atomic_write_text(
-            out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n"
-        )
+        text = json.dumps(config.to_dict(), indent=2) + "\n"
+        checkpoints.atomic_write_text(out / "config.json", text)
 
     def save() -> None:
         if not world.main:
@@ -320,44 +327,65 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
             config.keep_checkpoints,
         )  # fmt: skip
 
+    def held_out_loss() -> float:
+        return evaluate(objective, held_out, collate_fn, config.batch_size, config.stage)
+
     bar = _progress_bar(total, run.step, progress)
     eval_every = config.eval_every or config.save_every
     eval_loss = None
-    started, seen = time.perf_counter(), 0
+    started, seen = time.perf_counter(), 0.0
     while run.step < total:
         per_rank = schedule.step(run.step)
-        step_tokens = sum(weight(b, config.stage) for mine in per_rank for b in mine)
-        mine = per_rank[world.rank]
-        stats = optimizer_step(
-            model, [functools.partial(trained, b) for b in mine], step_tokens, optimizer,
-            config.max_grad_norm or None, scale=world.size, local=sum(weight(b, config.stage) for b in mine),
-        )  # fmt: skip
+        if config.stage == "grpo":
+            entry = _grpo_step(model, tokenizer, per_rank[0], reward, optimizer, config, run.step)
+        else:
+            entry = _step(model, trained, per_rank, world, optimizer, config)
         scheduler.step()
         run.step += 1
-        seen += world.sum(sum(b.real for b in mine))
-        loss = (
-            world.sum(stats.loss * stats.tokens) / step_tokens if world.distributed else stats.loss
-        )
-        entry = {"step": run.step, "loss": loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
-                 "tokens": step_tokens}  # fmt: skip
+        seen += entry.pop("seen")
+        entry = {"step": run.step, **entry}
         if held_out and eval_every and run.step % eval_every == 0 and run.step < total:
-            entry["eval_loss"] = eval_loss = evaluate(
-                objective, held_out, collate_fn, config.batch_size, config.stage
-            )
+            entry["eval_loss"] = eval_loss = held_out_loss()
         run.history.append(entry)
         rate = seen / max(1e-9, time.perf_counter() - started)
-        bar.set_postfix(
-            loss=f"{loss:.3f}", lr=f"{stats.lr:.2e}", tok_s=f"{rate:.0f}", refresh=False
-        )
+        shown = {"reward": f"{entry['reward']:.3f}"} if "reward" in entry else {}
+        bar.set_postfix(loss=f"{entry['loss']:.3f}", **shown, lr=f"{entry['lr']:.2e}",
+                        tok_s=f"{rate:.0f}", refresh=False)  # fmt: skip
         bar.update(1)
         if config.save_every and run.step % config.save_every == 0 and run.step < total:
             save()
     bar.close()
     if held_out:
-        eval_loss = evaluate(objective, held_out, collate_fn, config.batch_size, config.stage)
-        run.history[-1]["eval_loss"] = eval_loss
+        eval_loss = run.history[-1]["eval_loss"] = held_out_loss()
     save()
     return _finish(config, model, tokenizer, out, run, report, eval_loss, world, progress)
+
+
+def _step(model, trained, per_rank, world: World, optimizer, config: TrainConfig) -> dict:
+    """One optimiser step of sft, pretrain or dpo: this process's share of it."""
+    step_tokens = sum(weight(b, config.stage) for mine in per_rank for b in mine)
+    mine = per_rank[world.rank]
+    local = sum(weight(b, config.stage) for b in mine)
+    stats = optimizer_step(model, [functools.partial(trained, b) for b in mine], step_tokens,
+                           optimizer, config.max_grad_norm or None, scale=world.size,
+                           local=local)  # fmt: skip
+    loss = world.sum(stats.loss * local) / step_tokens if world.distributed else stats.loss
+    return {"loss": loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "tokens": step_tokens,
+            "seen": world.sum(sum(b.real for b in mine))}  # fmt: skip
+
+
+def _grpo_step(model, tokenizer, micro, reward, optimizer, config: TrainConfig, step: int) -> dict:
+    """One GRPO step: `group` completions sampled for each prompt, then the update."""
+    from llmhood.train.grpo import GRPOConfig, grpo_step
+
+    prompts = [p for batch in micro for p in batch]
+    settings = GRPOConfig(config.group, config.max_new_tokens, config.temperature,
+                          clip=config.clip, beta=config.kl_coef, seed=config.seed,
+                          max_grad_norm=config.max_grad_norm or None)  # fmt: skip
+    stats = grpo_step(model, tokenizer, prompts, reward, optimizer, settings, step)
+    return {"loss": stats.loss, "reward": stats.reward, "kl": stats.kl,
+            "lr": optimizer.param_groups[0]["lr"], "grad_norm": stats.grad_norm,
+            "completion_tokens": stats.mean_length, "seen": sum(stats.lengths)}  # fmt: skip
 
 
 def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
