@@ -6,6 +6,7 @@ bad input gets a message that names the file, row or option."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -191,3 +192,61 @@ def test_data_inspect_marks_trained_tokens(files, capsys):
     out = capsys.readouterr().out
     assert "[I am Hoodie, made by the llmhood project.<|im_end|>]" in out
     assert "24 rows: 24 kept, 0 dropped" in out
+
+
+PAIRS = [
+    {"prompt": "Who are you?", "chosen": "I am Hoodie.", "rejected": "I am a toaster."},
+    {"prompt": [{"role": "user", "content": "2 + 2?"}], "chosen": "4.", "rejected": "5."},
+    {"conversations": [{"from": "human", "value": "Capital of France?"}],
+     "chosen": {"from": "gpt", "value": "Paris."}, "rejected": {"from": "gpt", "value": "Rome."}},
+]  # fmt: skip
+
+
+def test_dpo_raises_the_margin_of_the_chosen_answers(files, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in PAIRS * 4))
+    result = train(config(files, tmp_path / "run", stage="dpo", data=str(data), max_steps=8,
+                          eval_split=0, lr=5e-3, beta=0.5), progress=False)  # fmt: skip
+    losses = [h["loss"] for h in result.history]
+    assert abs(losses[0] - math.log(2)) < 1e-5  # B = 0: the policy is its reference
+    assert losses[-1] < losses[0] - 0.05
+
+
+def test_pretraining_on_raw_text(files, tmp_path):
+    text = tmp_path / "book.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 60)
+    result = train(config(files, tmp_path / "run", stage="pretrain", data=str(text), seq_len=64,
+                          max_steps=6, eval_split=0), progress=False)  # fmt: skip
+    assert result.report.kept >= 6 and result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+@pytest.mark.parametrize("method", ["full", "dora", "qlora"])
+def test_every_method_trains_and_runs(files, tmp_path, method):
+    result = train(config(files, tmp_path / "run", method=method, max_steps=4, eval_split=0,
+                          lr=1e-3 if method == "full" else 1e-2), progress=False)  # fmt: skip
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    final = result.final
+    assert final.name == ("model" if method == "full" else "adapter")
+    import llmhood
+
+    llm = (llmhood.load(final, dtype="float32", quantize=None, progress=False) if method == "full"
+           else llmhood.load(files["base"], adapter=tmp_path / "run", progress=False))  # fmt: skip
+    assert llm.generate("Hi", max_new_tokens=3)[0].text is not None
+
+
+def test_grpo_runs_with_a_reward_from_a_file(files, tmp_path):
+    reward = tmp_path / "reward.py"
+    reward.write_text("def short(prompts, completions):\n"
+                      "    return [-len(c) / 10 for c in completions]\n")  # fmt: skip
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Who are you?\nSay hi.\n")
+    result = train(config(files, tmp_path / "run", stage="grpo", data=str(prompts),
+                          reward=f"{reward}:short", group=2, max_new_tokens=6, max_steps=2,
+                          batch_size=2), progress=False)  # fmt: skip
+    assert all("reward" in h for h in result.history) and result.final.name == "adapter"
+    broken = tmp_path / "broken.py"
+    broken.write_text("def fn(prompts, completions):\n    raise ValueError('no')\n")
+    with pytest.raises(LLMHoodError, match="fn"):
+        train(config(files, tmp_path / "run2", stage="grpo", data=str(prompts),
+                     reward=f"{broken}:fn", group=2, max_new_tokens=4, max_steps=1),
+              progress=False)  # fmt: skip
