@@ -134,6 +134,33 @@ def test_real_weight_equals_bitsandbytes(bnbF, smollm2, name):
     assert_equal_to_bnb(bnbF, real_weight(smollm2, name))
 
 
+# SHA-256 of bitsandbytes' packed NF4 bytes (blocks of 64) of SmolLM2's layer-0 wq and w2,
+# for machines without bitsandbytes. Regenerate with
+# `hashlib.sha256(bnbF.quantize_4bit(w, blocksize=64, quant_type="nf4")[0].flatten().numpy()
+# .tobytes()).hexdigest()` on `real_weight(smollm2, name)`.
+BNB_PACKED_SHA256 = {
+    "wq": "bc605ee68598e41242cea1a0b6d285cfd3904840defdbe36b8f75e4328744ba1",
+    "w2": "1eeeb3d26bbe56c16342e583b0ba2ba2ec3993e52f4c19343c1dd7c6559e4cd2",
+}
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name", ["wq", "w2"])
+def test_real_weight_equals_the_stored_bitsandbytes_bytes(smollm2, name):
+    """Runs with or without bitsandbytes: where it is installed, the stored hash is checked
+    against it too, so the stored value cannot go stale unnoticed."""
+    w = real_weight(smollm2, name)
+    ours = hashlib.sha256(quantize_nf4(w, block_size=64).packed.numpy().tobytes()).hexdigest()
+    assert ours == BNB_PACKED_SHA256[name]
+    try:
+        import bitsandbytes.functional as bnb_functional
+    except ImportError:
+        print("bitsandbytes is not installed: compared with its stored bytes only")
+        return
+    packed, _ = bnb_quantize(bnb_functional, w, double_quant=False)
+    assert hashlib.sha256(packed.flatten().numpy().tobytes()).hexdigest() == ours
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_random_weight_equals_bitsandbytes(bnbF, shape):
     assert_equal_to_bnb(bnbF, random_weight(shape), compare_dequantized=shape[-1] % 2 == 0)

@@ -220,10 +220,11 @@ def test_pretraining_on_raw_text(files, tmp_path):
     assert result.report.kept >= 6 and result.history[-1]["loss"] < result.history[0]["loss"]
 
 
-@pytest.mark.parametrize("method", ["full", "dora", "qlora"])
-def test_every_method_trains_and_runs(files, tmp_path, method):
+@pytest.mark.parametrize("method, dtype", [("full", "float32"), ("dora", "float32"),
+                                           ("qlora", "float32"), ("lora", "bfloat16")])  # fmt: skip
+def test_every_method_trains_and_runs(files, tmp_path, method, dtype):
     result = train(config(files, tmp_path / "run", method=method, max_steps=4, eval_split=0,
-                          lr=1e-3 if method == "full" else 1e-2), progress=False)  # fmt: skip
+                          lr=1e-3 if method == "full" else 1e-2, dtype=dtype), progress=False)  # fmt: skip
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     final = result.final
     assert final.name == ("model" if method == "full" else "adapter")
