@@ -97,8 +97,12 @@ def test_peft_applies_our_adapter_as_we_do(base, tmp_path, dora):
 def test_a_peft_adapter_loads_into_llmhood(base, tmp_path):
     hf_dir = hf_base(base, tmp_path / "hf")
     model = transformers.LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-    config = peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "k_proj", "down_proj"],
-                             init_lora_weights=False)  # fmt: skip
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=16,
+        target_modules=["q_proj", "k_proj", "down_proj"],
+        init_lora_weights=False,
+    )
     torch.manual_seed(2)
     peft.get_peft_model(model, config).save_pretrained(tmp_path / "theirs")
     expected = peft_logits(hf_dir, tmp_path / "theirs")
@@ -145,8 +149,7 @@ def test_adapter_errors(base, tmp_path):
 
 
 def smollm2_tokenizer_for(base: Path):
-    model, ckpt = build(base, REFERENCE, False, keep=False, decode_step=False)
-    return ckpt.tokenizer
+    return build(base, REFERENCE, False, keep=False, decode_step=False)[1].tokenizer
 
 
 def test_write_peft_names(base, tmp_path):

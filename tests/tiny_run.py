@@ -44,7 +44,15 @@ def write_rows(path: Path, rows: int = 24) -> Path:
     lines = []
     for i in range(rows):
         question, answer = CHAT[i % len(CHAT)]
-        lines.append(json.dumps({"messages": [{"role": "user", "content": question},
-                                              {"role": "assistant", "content": answer}]}))  # fmt: skip
+        lines.append(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": question},
+                        {"role": "assistant", "content": answer},
+                    ]
+                }
+            )
+        )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

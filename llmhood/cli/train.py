@@ -36,11 +36,18 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         elif isinstance(value, list):
             parser.add_argument(name, type=comma_list, default=None, help=text)
         elif f.name == "resume":
-            parser.add_argument(name, nargs="?", const=RESUME_OUT, default=None, metavar="DIR",
-                                help=text + "; with no DIR, the run in --out")  # fmt: skip
+            parser.add_argument(
+                name,
+                nargs="?",
+                const=RESUME_OUT,
+                default=None,
+                metavar="DIR",
+                help=text + "; with no DIR, the run in --out",
+            )
         else:
-            parser.add_argument(name, type=type(value), default=None,
-                                choices=f.metadata.get("choices"), help=text)  # fmt: skip
+            parser.add_argument(
+                name, type=type(value), default=None, choices=f.metadata.get("choices"), help=text
+            )
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -66,16 +73,24 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     from llmhood.train.inspect import inspect_data
 
-    inspect_data(args.file, model=args.model, fmt=args.format, stage=args.stage, rows=args.rows,
-                 seq_len=args.seq_len, train_on_prompt=args.train_on_prompt,
-                 color=sys.stdout.isatty() if args.color == "auto" else args.color == "always")  # fmt: skip
+    inspect_data(
+        args.file,
+        model=args.model,
+        fmt=args.format,
+        stage=args.stage,
+        rows=args.rows,
+        seq_len=args.seq_len,
+        train_on_prompt=args.train_on_prompt,
+        color=sys.stdout.isatty() if args.color == "auto" else args.color == "always",
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from llmhood.train.export import export
 
-    path = export(args.run, args.out, fmt=args.format, merge=args.merge, gguf_type=args.type,
-                  model=args.model)  # fmt: skip
+    path = export(
+        args.run, args.out, fmt=args.format, merge=args.merge, gguf_type=args.type, model=args.model
+    )
     print(f"llmhood: wrote {path}")
 
 
@@ -120,8 +135,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="directory (or .gguf file) to write")
     p.add_argument("--format", required=True, choices=["hf", "gguf", "peft"])
     p.add_argument("--merge", action="store_true", help="fold the adapter into the base")
-    p.add_argument("--type", default="f32", choices=["f32", "f16", "q8_0"],
-                   help="GGUF tensor type of a merged model (default: f32)")  # fmt: skip
+    p.add_argument(
+        "--type",
+        default="f32",
+        choices=["f32", "f16", "q8_0"],
+        help="GGUF tensor type of a merged model (default: f32)",
+    )
     p.add_argument("--model", default=None, help="the base, if not the one the run trained")
     p.set_defaults(func=cmd_export)
 

@@ -33,17 +33,27 @@ def plot_loss(history: Sequence[dict], title: str = "training loss") -> Plot:
     if train:
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1)
         window = max(1, len(train) // 20)
-        ax.plot(steps, _moving_average(losses, window), color="tab:blue",
-                label=f"train (moving average of {window})")  # fmt: skip
+        ax.plot(
+            steps,
+            _moving_average(losses, window),
+            color="tab:blue",
+            label=f"train (moving average of {window})",
+        )
     if evals:
-        ax.plot([h["step"] for h in evals], [h["eval_loss"] for h in evals], "o-",
-                color="tab:orange", label="held-out")  # fmt: skip
+        ax.plot(
+            [h["step"] for h in evals],
+            [h["eval_loss"] for h in evals],
+            "o-",
+            color="tab:orange",
+            label="held-out",
+        )
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("cross-entropy per trained token (nats)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if train or evals:
         ax.legend()
-    rows = [{"step": h["step"], "loss": h.get("loss"), "eval_loss": h.get("eval_loss")}
-            for h in history] or [{"step": 0, "loss": None, "eval_loss": None}]  # fmt: skip
+    rows = [
+        {"step": h["step"], "loss": h.get("loss"), "eval_loss": h.get("eval_loss")} for h in history
+    ] or [{"step": 0, "loss": None, "eval_loss": None}]
     return Plot(figure, Table(rows))

@@ -35,8 +35,11 @@ WEIGHTS, CONFIG = "adapter.safetensors", "adapter.json"
 PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
 PEFT_PREFIX = "base_model.model.model."
 PEFT_PARTS = {"attention": "self_attn", "feed_forward": "mlp"}
-PEFT_LEAVES = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight",
-               "magnitude": "lora_magnitude_vector"}  # fmt: skip
+PEFT_LEAVES = {
+    "lora_A": "lora_A.weight",
+    "lora_B": "lora_B.weight",
+    "magnitude": "lora_magnitude_vector",
+}
 
 
 @dataclass
@@ -87,8 +90,15 @@ def save_adapter(
 ) -> Path:
     """Write the model's adapters in llmhood's layout, atomically."""
     path = Path(path)
-    meta = {"format": "llmhood-adapter", "version": 1, "lora": asdict(lora), "base": base,
-            "stage": stage, "rope_style": model.config.rope_style, "nf4": nf4}  # fmt: skip
+    meta = {
+        "format": "llmhood-adapter",
+        "version": 1,
+        "lora": asdict(lora),
+        "base": base,
+        "stage": stage,
+        "rope_style": model.config.rope_style,
+        "nf4": nf4,
+    }
     with atomic_dir(path) as tmp:
         tensors = {k: v.float().contiguous() for k, v in adapter_state_dict(model).items()}
         save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
@@ -120,8 +130,15 @@ def read_adapter(path: str | Path) -> Adapter:
     if (folder / CONFIG).is_file():
         meta = json.loads((folder / CONFIG).read_text())
         tensors = load_file(folder / WEIGHTS)
-        return Adapter(LoraConfig(**meta["lora"]), tensors, meta["rope_style"], meta.get("base", ""),
-                       meta.get("nf4"), str(folder), meta.get("stage", ""))  # fmt: skip
+        return Adapter(
+            LoraConfig(**meta["lora"]),
+            tensors,
+            meta["rope_style"],
+            meta.get("base", ""),
+            meta.get("nf4"),
+            str(folder),
+            meta.get("stage", ""),
+        )
     return _read_peft(folder)
 
 
@@ -142,8 +159,14 @@ def _read_peft(folder: Path) -> Adapter:
             f"{folder} adapts {', '.join(unknown)}, which llmhood cannot adapt (only the seven "
             f"linear layers of a block: {', '.join(HF_NAMES)})."
         )
-    lora = LoraConfig(int(meta["r"]), float(meta["lora_alpha"]), float(meta.get("lora_dropout", 0)),
-                      targets, bool(meta.get("use_rslora")), bool(meta.get("use_dora")))  # fmt: skip
+    lora = LoraConfig(
+        int(meta["r"]),
+        float(meta["lora_alpha"]),
+        float(meta.get("lora_dropout", 0)),
+        targets,
+        bool(meta.get("use_rslora")),
+        bool(meta.get("use_dora")),
+    )
     weights = folder / PEFT_WEIGHTS
     if not weights.is_file():
         raise LLMHoodError(
@@ -160,7 +183,8 @@ def _read_peft(folder: Path) -> Adapter:
 
 
 def _llmhood_name(peft_key: str) -> str | None:
-    """base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight -> layers.3.attention.wq.lora_A"""
+    """base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight
+    -> layers.3.attention.wq.lora_A"""
     if not peft_key.startswith(PEFT_PREFIX):
         return None
     rest = peft_key[len(PEFT_PREFIX) :]
@@ -174,7 +198,8 @@ def _llmhood_name(peft_key: str) -> str | None:
 
 
 def peft_key(name: str) -> str:
-    """layers.3.attention.wq.lora_A -> base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"""
+    """layers.3.attention.wq.lora_A
+    -> base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"""
     _, layer, part, target, leaf = name.split(".")
     return (
         f"{PEFT_PREFIX}layers.{layer}.{PEFT_PARTS[part]}.{TARGETS[target][1]}.{PEFT_LEAVES[leaf]}"
@@ -187,15 +212,26 @@ def write_peft(adapter: Adapter, config: ModelConfig, path: str | Path, base: st
     tensors = convert_rows(adapter.tensors, config, adapter.rope_style, "half")
     lora = adapter.lora
     meta = {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base or adapter.base,
-        "r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base or adapter.base,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
         "target_modules": sorted(TARGETS[t][1] for t in lora.targets()),
-        "use_rslora": lora.use_rslora, "use_dora": lora.dora, "bias": "none",
-        "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
-    }  # fmt: skip
+        "use_rslora": lora.use_rslora,
+        "use_dora": lora.dora,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+    }
     with atomic_dir(path) as tmp:
-        save_file({peft_key(k): v.contiguous() for k, v in tensors.items()}, tmp / PEFT_WEIGHTS,
-                  metadata={"format": "pt"})  # fmt: skip
+        save_file(
+            {peft_key(k): v.contiguous() for k, v in tensors.items()},
+            tmp / PEFT_WEIGHTS,
+            metadata={"format": "pt"},
+        )
         (tmp / PEFT_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
     return path
 

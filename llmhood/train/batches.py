@@ -68,7 +68,7 @@ def sft_units(examples: Sequence[Example], seq_len: int, pack_rows: bool, pad_id
             packed.positions[i : i + 1],
             packed.segments[i : i + 1],
             int((packed.segments[i] >= 0).sum()),
-        )  # fmt: skip
+        )
         for i in range(packed.tokens.shape[0])
     ]
 
@@ -77,8 +77,10 @@ def collate(units: list, pad_id: int) -> MicroBatch:
     """One micro-batch of sft/pretrain units: packed sequences stacked, or rows padded."""
     if isinstance(units[0], MicroBatch):
         parts = ("tokens", "mask", "positions", "segments")
-        return MicroBatch(*(torch.cat([getattr(u, f) for u in units]) for f in parts),
-                          real=sum(u.real for u in units))  # fmt: skip
+        return MicroBatch(
+            *(torch.cat([getattr(u, f) for u in units]) for f in parts),
+            real=sum(u.real for u in units),
+        )
     return padded(units, pad_id)
 
 
@@ -127,8 +129,10 @@ class Schedule:
         order = self._order(epoch)
         size = self.grad_accum * self.world * self.batch_size
         chosen = order[within * size : (within + 1) * size]
-        micro = [self.collate([self.units[i] for i in chosen[j : j + self.batch_size]])
-                 for j in range(0, len(chosen), self.batch_size)]  # fmt: skip
+        micro = [
+            self.collate([self.units[i] for i in chosen[j : j + self.batch_size]])
+            for j in range(0, len(chosen), self.batch_size)
+        ]
         return [micro[rank :: self.world] for rank in range(self.world)]
 
     def total_steps(self, epochs: float, max_steps: int) -> int:

@@ -26,9 +26,7 @@ TOO_LONG = ("truncate", "drop")
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
-    """A field with its --help text (and `choices`) for argparse; a bool becomes --name/--no-name."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **extra})
+    """A field with its --help text (and `choices`) for argparse; bools become --x/--no-x."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -54,9 +52,11 @@ class TrainConfig:
     rank: int = option(8, "LoRA rank r")
     alpha: float = option(16.0, "LoRA alpha: the update is scaled by alpha / rank")
     dropout: float = option(0.05, "dropout on the adapters' input")
-    target: list[str] = option(
-        [ALL_LINEAR], f"layers to adapt: {ALL_LINEAR} or names (q_proj,v_proj or wq,wv)"
+    target: list[str] = field(
+        default_factory=lambda: [ALL_LINEAR],
+        metadata={"help": f"layers to adapt: {ALL_LINEAR} or names (q_proj,v_proj or wq,wv)"},
     )
+
     use_rslora: bool = option(False, "scale by alpha / sqrt(rank) (rsLoRA)")
     double_quant: bool = option(True, "qlora: 8-bit codes for the NF4 block scales")
     # data
@@ -92,8 +92,14 @@ class TrainConfig:
     clip: float = option(0.2, "grpo: the ratio's clip range epsilon")
 
     def lora(self) -> LoraConfig:
-        return LoraConfig(self.rank, self.alpha, self.dropout, list(self.target),
-                          self.use_rslora, dora=self.method == "dora")  # fmt: skip
+        return LoraConfig(
+            self.rank,
+            self.alpha,
+            self.dropout,
+            list(self.target),
+            self.use_rslora,
+            dora=self.method == "dora",
+        )
 
     def validate(self) -> None:
         """Every check that needs no file read: a mistake costs nothing but the message."""
@@ -132,7 +138,8 @@ class TrainConfig:
             self.eval_split >= 1 and self.eval_split != int(self.eval_split)
         ):
             raise LLMHoodError(
-                f"--eval-split {self.eval_split} must be a share in [0, 1) or a whole count of rows."
+                f"--eval-split {self.eval_split} must be a share in [0, 1) or a whole number "
+                "of rows."
             )
         if not 0 <= self.min_lr <= 1 or self.warmup < 0 or self.weight_decay < 0:
             raise LLMHoodError(
@@ -199,8 +206,11 @@ def _coerce(name: str, value: Any, source: Any) -> Any:
     a single name."""
     want = type(default(name))
     if want is list:
-        return [str(v) for v in value] if isinstance(value, list) else [
-            part.strip() for part in str(value).split(",") if part.strip()]  # fmt: skip
+        return (
+            [str(v) for v in value]
+            if isinstance(value, list)
+            else [part.strip() for part in str(value).split(",") if part.strip()]
+        )
     if want is bool:
         if isinstance(value, bool):
             return value

@@ -57,8 +57,10 @@ class DataReport:
         self.dropped.append(Dropped(where, reason))
 
     def summary(self) -> str:
-        lines = [f"{self.rows} rows: {self.kept} kept, {len(self.dropped)} dropped, "
-                 f"{self.truncated} truncated; {self.trained} trained tokens"]  # fmt: skip
+        lines = [
+            f"{self.rows} rows: {self.kept} kept, {len(self.dropped)} dropped, "
+            f"{self.truncated} truncated; {self.trained} trained tokens"
+        ]
         if self.lengths:
             q = statistics.quantiles(self.lengths, n=10) if len(self.lengths) > 1 else self.lengths
             lines.append(
@@ -132,7 +134,8 @@ def _fit(example: Example, seq_len: int, too_long: str, report: DataReport) -> E
     cut = Example(example.ids[:seq_len], example.mask[:seq_len])
     if not cut.trained:
         raise RowError(
-            f"{len(example.ids)} tokens; cut to --seq-len {seq_len}, none of its trained tokens is left"
+            f"{len(example.ids)} tokens; cut to --seq-len {seq_len}, none of its trained "
+            "tokens is left"
         )
     return cut
 
@@ -195,7 +198,7 @@ def pretrain_examples(
                     docs.append((where, text))
         for _, text in docs:
             report.rows += file.suffix in TEXT_SUFFIXES
-            stream += tokenizer.encode(text, add_bos=tokenizer.add_bos) + [tokenizer.eos_id]
+            stream += [*tokenizer.encode(text, add_bos=tokenizer.add_bos), tokenizer.eos_id]
     examples = []
     for start in range(0, max(1, len(stream) - 1), seq_len):
         block = stream[start : start + seq_len + 1]
@@ -248,7 +251,8 @@ def preference_messages(row: Any) -> tuple[list[dict], list[dict], list[dict]]:
     missing = [k for k in (prompt_key, "chosen", "rejected") if k not in row]
     if missing:
         raise RowError(
-            f"a DPO row needs prompt (or conversations), chosen and rejected; missing: {', '.join(missing)}"
+            "a DPO row needs prompt (or conversations), chosen and rejected; missing: "
+            + ", ".join(missing)
         )
     prompt = _turns(row[prompt_key], "prompt")
     chosen, rejected = _turns(row["chosen"], "chosen"), _turns(row["rejected"], "rejected")
@@ -303,8 +307,11 @@ def prompts(
     rendered = []
     for file in data_files(path):
         if file.suffix in TEXT_SUFFIXES:
-            rows = [(f"{file}:{i}", {"prompt": line}) for i, line in
-                    enumerate(file.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]  # fmt: skip
+            rows = [
+                (f"{file}:{i}", {"prompt": line})
+                for i, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1)
+                if line.strip()
+            ]
         else:
             rows = list(read_rows(file))
         for where, row in rows:

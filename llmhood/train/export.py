@@ -81,11 +81,15 @@ def export(
     run = Path(run)
     full = (run / "model" / "config.json").is_file()
     if fmt == "peft" and (merge or full):
-        raise LLMHoodError("--format peft writes an adapter; a merged or fully trained model goes "
-                           "out as --format hf or gguf.")  # fmt: skip
+        raise LLMHoodError(
+            "--format peft writes an adapter; a merged or fully trained model goes "
+            "out as --format hf or gguf."
+        )
     if fmt == "hf" and not (merge or full):
-        raise LLMHoodError("--format hf writes a whole model: add --merge, or export the adapter "
-                           "alone with --format peft or gguf.")  # fmt: skip
+        raise LLMHoodError(
+            "--format hf writes a whole model: add --merge, or export the adapter "
+            "alone with --format peft or gguf."
+        )
     if not full:
         adapter_dir(run)  # a wrong path fails before the base loads
     if full or merge:
@@ -107,13 +111,22 @@ def export(
     pairs = {}
     for name in {k.rsplit(".", 1)[0] for k in tensors}:
         if f"{name}.magnitude" in tensors:
-            raise LLMHoodError("llama.cpp's adapters are plain LoRA: merge a DoRA run (--merge) "
-                               "to export it as GGUF.")  # fmt: skip
+            raise LLMHoodError(
+                "llama.cpp's adapters are plain LoRA: merge a DoRA run (--merge) "
+                "to export it as GGUF."
+            )
         pairs[name] = (tensors[f"{name}.lora_A"], tensors[f"{name}.lora_B"])
     target = out if out.suffix == ".gguf" else out / "adapter.gguf"
     lora = adapter.lora
-    return write_gguf_lora(target, pairs, alpha=_gguf_alpha(adapter), rank=lora.rank, config=config,
-                           rope_style="interleaved", base_name=adapter.base)  # fmt: skip
+    return write_gguf_lora(
+        target,
+        pairs,
+        alpha=_gguf_alpha(adapter),
+        rank=lora.rank,
+        config=config,
+        rope_style="interleaved",
+        base_name=adapter.base,
+    )
 
 
 def _gguf_alpha(adapter: Adapter) -> float:

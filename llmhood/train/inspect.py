@@ -64,7 +64,7 @@ def inspect_data(
     seq_len: int = 512,
     train_on_prompt: bool = False,
     color: bool = False,
-    out=sys.stdout,  # noqa: B008
+    out=sys.stdout,
 ) -> dataset.DataReport:
     if rows < 0:
         raise LLMHoodError(f"--rows {rows} must be ≥ 0.")
@@ -76,8 +76,9 @@ def inspect_data(
     elif stage == "pretrain":
         examples, report = dataset.pretrain_examples(path, tokenizer, seq_len=seq_len)
     else:
-        examples, report = dataset.sft_examples(path, tokenizer, fmt=fmt, seq_len=seq_len,
-                                                train_on_prompt=train_on_prompt)  # fmt: skip
+        examples, report = dataset.sft_examples(
+            path, tokenizer, fmt=fmt, seq_len=seq_len, train_on_prompt=train_on_prompt
+        )
     legend = "trained tokens in green, masked dim" if color else "trained tokens in [brackets]"
     print(f"{path}: {legend}", file=out)
     for i, example in enumerate(examples[:rows]):

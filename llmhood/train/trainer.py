@@ -145,8 +145,14 @@ class Objective(nn.Module):
                     with adapters_disabled(self.model):
                         reference = sequence_logprob(self.model, batch.tokens, batch.mask, CHUNK)
         n = batch.tokens.shape[0] // 2
-        out = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:],
-                       self.config.beta, self.config.label_smoothing)  # fmt: skip
+        out = dpo_loss(
+            policy[:n],
+            policy[n:],
+            reference[:n],
+            reference[n:],
+            self.config.beta,
+            self.config.label_smoothing,
+        )
         return out.loss * n, n
 
 
@@ -179,9 +185,13 @@ def load_data(
         pack = False
     else:
         examples, report = dataset.sft_examples(
-            config.data, tokenizer, fmt=config.format, too_long=config.too_long,
-            train_on_prompt=config.train_on_prompt, **common,
-        )  # fmt: skip
+            config.data,
+            tokenizer,
+            fmt=config.format,
+            too_long=config.too_long,
+            train_on_prompt=config.train_on_prompt,
+            **common,
+        )
         pack = config.pack
     train_rows, held_out = split(examples, config.eval_split, config.seed)
     units = sft_units(train_rows, config.seq_len, pack, pad)
@@ -253,7 +263,8 @@ def _resume_state(config: TrainConfig, fingerprint: str) -> tuple[Path, dict, di
         diff.append("data: the file's contents changed")
     if diff:
         raise LLMHoodError(
-            f"--resume {config.resume}: this run's config does not match the checkpoint's ({ckpt}):\n  "
+            f"--resume {config.resume}: this run's config does not match the checkpoint's "
+            f"({ckpt}):\n  "
             + "\n  ".join(diff)
             + "\nResume with the same options (the run's config.json lists them), or start a "
             "new run with another --out."
@@ -291,8 +302,14 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
         units, held_out, collate_fn, report = load_data(config, tokenizer)
     if progress:
         _print_report(report)
-    schedule = Schedule(units, collate_fn, batch_size=config.batch_size,
-                        grad_accum=config.grad_accum, seed=config.seed, world=world.size)  # fmt: skip
+    schedule = Schedule(
+        units,
+        collate_fn,
+        batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        seed=config.seed,
+        world=world.size,
+    )
     total = schedule.total_steps(config.epochs, config.max_steps)
     objective = Objective(model, config.stage, config)
     objective.train()
@@ -320,12 +337,18 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
         if not world.main:
             return
         checkpoints.save(
-            out, run.step, _trainable(model),
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "history": run.history, "step": run.step},
+            out,
+            run.step,
+            _trainable(model),
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": run.history,
+                "step": run.step,
+            },
             {"config": config.to_dict(), "data_fingerprint": fingerprint, "source": source},
             config.keep_checkpoints,
-        )  # fmt: skip
+        )
 
     def held_out_loss() -> float:
         return evaluate(objective, held_out, collate_fn, config.batch_size, config.stage)
@@ -349,8 +372,13 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
         run.history.append(entry)
         rate = seen / max(1e-9, time.perf_counter() - started)
         shown = {"reward": f"{entry['reward']:.3f}"} if "reward" in entry else {}
-        bar.set_postfix(loss=f"{entry['loss']:.3f}", **shown, lr=f"{entry['lr']:.2e}",
-                        tok_s=f"{rate:.0f}", refresh=False)  # fmt: skip
+        bar.set_postfix(
+            loss=f"{entry['loss']:.3f}",
+            **shown,
+            lr=f"{entry['lr']:.2e}",
+            tok_s=f"{rate:.0f}",
+            refresh=False,
+        )
         bar.update(1)
         if config.save_every and run.step % config.save_every == 0 and run.step < total:
             save()
@@ -366,12 +394,23 @@ def _step(model, trained, per_rank, world: World, optimizer, config: TrainConfig
     step_tokens = sum(weight(b, config.stage) for mine in per_rank for b in mine)
     mine = per_rank[world.rank]
     local = sum(weight(b, config.stage) for b in mine)
-    stats = optimizer_step(model, [functools.partial(trained, b) for b in mine], step_tokens,
-                           optimizer, config.max_grad_norm or None, scale=world.size,
-                           local=local)  # fmt: skip
+    stats = optimizer_step(
+        model,
+        [functools.partial(trained, b) for b in mine],
+        step_tokens,
+        optimizer,
+        config.max_grad_norm or None,
+        scale=world.size,
+        local=local,
+    )
     loss = world.sum(stats.loss * local) / step_tokens if world.distributed else stats.loss
-    return {"loss": loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "tokens": step_tokens,
-            "seen": world.sum(sum(b.real for b in mine))}  # fmt: skip
+    return {
+        "loss": loss,
+        "lr": stats.lr,
+        "grad_norm": stats.grad_norm,
+        "tokens": step_tokens,
+        "seen": world.sum(sum(b.real for b in mine)),
+    }
 
 
 def _grpo_step(model, tokenizer, micro, reward, optimizer, config: TrainConfig, step: int) -> dict:
@@ -379,13 +418,25 @@ def _grpo_step(model, tokenizer, micro, reward, optimizer, config: TrainConfig, 
     from llmhood.train.grpo import GRPOConfig, grpo_step
 
     prompts = [p for batch in micro for p in batch]
-    settings = GRPOConfig(config.group, config.max_new_tokens, config.temperature,
-                          clip=config.clip, beta=config.kl_coef, seed=config.seed,
-                          max_grad_norm=config.max_grad_norm or None)  # fmt: skip
+    settings = GRPOConfig(
+        config.group,
+        config.max_new_tokens,
+        config.temperature,
+        clip=config.clip,
+        beta=config.kl_coef,
+        seed=config.seed,
+        max_grad_norm=config.max_grad_norm or None,
+    )
     stats = grpo_step(model, tokenizer, prompts, reward, optimizer, settings, step)
-    return {"loss": stats.loss, "reward": stats.reward, "kl": stats.kl,
-            "lr": optimizer.param_groups[0]["lr"], "grad_norm": stats.grad_norm,
-            "completion_tokens": stats.mean_length, "seen": sum(stats.lengths)}  # fmt: skip
+    return {
+        "loss": stats.loss,
+        "reward": stats.reward,
+        "kl": stats.kl,
+        "lr": optimizer.param_groups[0]["lr"],
+        "grad_norm": stats.grad_norm,
+        "completion_tokens": stats.mean_length,
+        "seen": sum(stats.lengths),
+    }
 
 
 def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -405,8 +456,14 @@ def _load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], ckpt: Pa
 def _progress_bar(total: int, done: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, desc="training", unit="step", disable=not enabled,
-                dynamic_ncols=True)  # fmt: skip
+    return tqdm(
+        total=total,
+        initial=done,
+        desc="training",
+        unit="step",
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
 
 
 def _print_report(report: dataset.DataReport) -> None:
