@@ -58,7 +58,8 @@ def test_only_the_assistant_turns_and_their_end_tokens_are_trained(smollm2):
     assert example.ids == tok.encode(tok.apply_chat_template(OPENAI["messages"], False))
     assert example.ids[:2] != [tok.bos_id] * 2  # the template's own start, no second BOS
     everything = encode_chat(tok, to_messages(OPENAI), train_on_prompt=True)
-    assert all(everything.mask) and everything.ids == example.ids
+    # Every token but the first, which no token before it predicts.
+    assert not everything.mask[0] and all(everything.mask[1:]) and everything.ids == example.ids
 
 
 @pytest.mark.real
