@@ -357,34 +357,14 @@ def test_grpo_runs_with_a_reward_from_a_file(files, tmp_path):
     )
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Who are you?\nSay hi.\n")
-    result = train(
-        config(
-            files,
-            tmp_path / "run",
-            stage="grpo",
-            data=str(prompts),
-            reward=f"{reward}:short",
-            group=2,
-            max_new_tokens=6,
-            max_steps=2,
-            batch_size=2,
-        ),
-        progress=False,
-    )
+
+    def grpo(out: str, spec: str) -> TrainConfig:
+        return config(files, tmp_path / out, stage="grpo", data=str(prompts), reward=spec,
+                      group=2, max_new_tokens=6, max_steps=2, batch_size=2)  # fmt: skip
+
+    result = train(grpo("run", f"{reward}:short"), progress=False)
     assert all("reward" in h for h in result.history) and result.final.name == "adapter"
     broken = tmp_path / "broken.py"
     broken.write_text("def fn(prompts, completions):\n    raise ValueError('no')\n")
     with pytest.raises(LLMHoodError, match="fn"):
-        train(
-            config(
-                files,
-                tmp_path / "run2",
-                stage="grpo",
-                data=str(prompts),
-                reward=f"{broken}:fn",
-                group=2,
-                max_new_tokens=4,
-                max_steps=1,
-            ),
-            progress=False,
-        )
+        train(grpo("run2", f"{broken}:fn"), progress=False)

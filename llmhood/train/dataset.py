@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,22 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
             yield f"{path}:{number}", RowError(f"malformed JSON ({e.msg} at column {e.colno})")
 
 
+def _each_row(
+    path: str | Path, report: DataReport, strict: bool, use: Callable[[Any], None]
+) -> None:
+    """Give each row of the data to `use`; a row it (or JSON) rejects with RowError is
+    reported by file and line, and the rest go on."""
+    for file in data_files(path):
+        for where, row in read_rows(file):
+            report.rows += 1
+            try:
+                if isinstance(row, RowError):
+                    raise row
+                use(row)
+            except RowError as e:
+                report.drop(where, str(e), strict)
+
+
 def _fit(example: Example, seq_len: int, too_long: str, report: DataReport) -> Example:
     """The example cut to seq_len tokens, or a RowError when it is to be dropped."""
     if len(example.ids) <= seq_len:
@@ -158,16 +174,12 @@ def sft_examples(
 ) -> tuple[list[Example], DataReport]:
     report = DataReport()
     examples = []
-    for file in data_files(path):
-        for where, row in read_rows(file):
-            report.rows += 1
-            try:
-                if isinstance(row, RowError):
-                    raise row
-                example = encode_chat(tokenizer, to_messages(row, fmt), train_on_prompt)
-                examples.append(_keep(report, _fit(example, seq_len, too_long, report)))
-            except RowError as e:
-                report.drop(where, str(e), strict)
+
+    def use(row: Any) -> None:
+        example = encode_chat(tokenizer, to_messages(row, fmt), train_on_prompt)
+        examples.append(_keep(report, _fit(example, seq_len, too_long, report)))
+
+    _each_row(path, report, strict, use)
     return examples, report
 
 
@@ -281,20 +293,16 @@ def dpo_pairs(
 ) -> tuple[list[Pair], DataReport]:
     report = DataReport()
     pairs = []
-    for file in data_files(path):
-        for where, row in read_rows(file):
-            report.rows += 1
-            try:
-                if isinstance(row, RowError):
-                    raise row
-                prompt, chosen, rejected = preference_messages(row)
-                both = [
-                    _fit(_answer_only(tokenizer, prompt, answer), seq_len, too_long, report)
-                    for answer in (chosen, rejected)
-                ]
-                pairs.append(Pair(*(_keep(report, e) for e in both)))
-            except RowError as e:
-                report.drop(where, str(e), strict)
+
+    def use(row: Any) -> None:
+        prompt, chosen, rejected = preference_messages(row)
+        both = [
+            _fit(_answer_only(tokenizer, prompt, answer), seq_len, too_long, report)
+            for answer in (chosen, rejected)
+        ]
+        pairs.append(Pair(*(_keep(report, e) for e in both)))
+
+    _each_row(path, report, strict, use)
     return pairs, report
 
 
