@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 from llmhood.cli.common import comma_list
-from llmhood.errors import LLMHoodError
 from llmhood.registry import DEFAULT_MODEL
 from llmhood.train.config import TrainConfig, default, flag, read_yaml
 from llmhood.train.data import FORMATS
@@ -144,9 +142,3 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="the base, if not the one the run trained")
     p.set_defaults(func=cmd_export)
 
-
-def resolve_run(path: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise LLMHoodError(f"{p} does not exist; give a run directory (llmhood train --out).")
-    return p
