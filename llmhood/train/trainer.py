@@ -26,6 +26,7 @@ import json
 import math
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,15 +82,16 @@ def compute_dtype(name: str) -> torch.dtype:
 
 def _checkpointed(block: nn.Module) -> None:
     """Recompute `block` in the backward pass; its parameter names stay as they are.
-    Without gradients (evaluation, GRPO's sampling) it runs as it is."""
-    forward = block.forward
+    Without gradients (evaluation, GRPO's sampling) it runs as it is. A bound method, so
+    that a deep copy of the model (DPO's reference) runs its own blocks, not these."""
+    forward = type(block).forward
 
-    def run(*args: Any) -> torch.Tensor:
+    def run(self: nn.Module, *args: Any) -> torch.Tensor:
         if torch.is_grad_enabled():
-            return checkpoint(forward, *args, use_reentrant=False)
-        return forward(*args)
+            return checkpoint(forward, self, *args, use_reentrant=False)
+        return forward(self, *args)
 
-    block.forward = run
+    block.forward = types.MethodType(run, block)
 
 
 def prepare_model(
