@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmhood.errors import LLMHoodError
-from llmhood.train.nf4 import DYNAMIC_CODE, NF4_CODE, NF4Linear, NF4Weight, quantize_nf4
+from llmhood.train.nf4 import (
+    DYNAMIC_CODE,
+    NF4_CODE,
+    NF4Embedding,
+    NF4Linear,
+    NF4Weight,
+    quantize_nf4,
+)
 
 # bitsandbytes logs at import that the optional `kernels` package for its CPU 4-bit gemm is
 # missing. Nothing compared here uses that kernel.
@@ -315,3 +322,35 @@ def test_nf4_linear_needs_a_2d_weight():
         NF4Linear.from_linear(nn.Conv1d(2, 4, 3))
     with pytest.raises(LLMHoodError, match="2-D weight; got None"):
         NF4Linear.from_linear(nn.ReLU())
+
+
+@pytest.mark.parametrize("dim, double_quant", [(128, True), (128, False), (50, True)])
+def test_nf4_embedding_lookup_equals_the_dequantized_table(dim, double_quant):
+    """Rows decoded alone (dim a multiple of 64) or through the whole table (otherwise) give
+    the very values of `dequantize`, and the tied head shares the codes."""
+    table = nn.Embedding(300, dim)
+    emb = NF4Embedding.from_linear(table, 64, double_quant)
+    ids = torch.tensor([[0, 299, 7, 7], [150, 3, 42, 1]])
+    assert torch.equal(emb(ids), emb.dequantize()[ids])
+    head = emb.head()
+    assert head.packed.data_ptr() == emb.packed.data_ptr()
+    x = torch.randn(2, dim)
+    assert torch.equal(head(x), F.linear(x, emb.dequantize()))
+
+
+@pytest.mark.real
+def test_the_qlora_base_is_under_a_third_of_bf16(smollm2):
+    """The issue's bound: ≤ 0.3 × the bf16 size. Codes are 4 bits and double-quantized
+    statistics ~0.13 bits per weight, so ~0.26 with the embedding (and the tied head, stored
+    once) in NF4; norms stay float32."""
+    import copy
+
+    from llmhood.train.adapter import quantize_base
+
+    model = copy.deepcopy(smollm2.model)
+    bf16 = sum(p.numel() for p in model.parameters()) * 2
+    quantize_base(model, double_quant=True)
+    nf4 = {id(m): m.nbytes for m in model.modules() if isinstance(m, NF4Linear)}
+    held = sum(nf4.values()) - (smollm2.config.tie_embeddings and model.output.nbytes)
+    held += sum(p.numel() * p.element_size() for p in model.parameters())
+    assert held / bf16 <= 0.3

@@ -29,7 +29,7 @@ from llmhood.model.config import ModelConfig
 from llmhood.model.rope import half_to_interleaved, interleaved_to_half
 from llmhood.train.checkpoints import atomic_dir
 from llmhood.train.lora import HF_NAMES, TARGETS, LoraConfig, adapter_state_dict, apply_lora
-from llmhood.train.nf4 import NF4Linear
+from llmhood.train.nf4 import NF4Embedding, NF4Linear
 
 WEIGHTS, CONFIG = "adapter.safetensors", "adapter.json"
 PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
@@ -237,13 +237,20 @@ def write_peft(adapter: Adapter, config: ModelConfig, path: str | Path, base: st
 
 
 def quantize_base(model: Transformer, double_quant: bool = True) -> None:
-    """QLoRA's base: every linear layer of the blocks in NF4 (llmhood.train.nf4), in place."""
+    """QLoRA's base, in place: every linear layer of the blocks, the embedding and the
+    output head in NF4 (llmhood.train.nf4); a tied head shares the embedding's codes."""
     for layer in model.layers:
         for target, (part, _) in TARGETS.items():
             parent = getattr(layer, part)
             setattr(
                 parent, target, NF4Linear.from_linear(getattr(parent, target), 64, double_quant)
             )
+    tied = model.output.weight is model.tok_embeddings.weight
+    model.tok_embeddings = NF4Embedding.from_linear(model.tok_embeddings, 64, double_quant)
+    if tied:
+        model.output = model.tok_embeddings.head()
+    else:
+        model.output = NF4Linear.from_linear(model.output, 64, double_quant)
 
 
 def attach(model: Transformer, adapter: Adapter) -> None:

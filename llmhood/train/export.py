@@ -20,13 +20,20 @@ from llmhood.speed.modes import REFERENCE, build
 from llmhood.tokenizer import BPETokenizer
 from llmhood.train.adapter import Adapter, adapter_dir, attach, read_adapter, write_peft
 from llmhood.train.lora import merge
-from llmhood.train.nf4 import NF4Linear
+from llmhood.train.nf4 import NF4Embedding, NF4Linear
 
 FORMATS = ("hf", "gguf", "peft")
 
 
-def dequantize_base(model: nn.Module) -> None:
-    """NF4 layers back to plain float ones, in place (QLoRA layers that had no adapter)."""
+def dequantize_base(model: Transformer) -> None:
+    """NF4 layers back to plain float ones, in place (QLoRA layers that had no adapter, the
+    embedding and the head), a tied head tied again."""
+    if isinstance(model.tok_embeddings, NF4Embedding):
+        table = model.tok_embeddings.dequantize()
+        model.tok_embeddings = nn.Embedding.from_pretrained(table, freeze=True)
+        if model.config.tie_embeddings:
+            model.output = nn.Linear(table.shape[1], table.shape[0], bias=False)
+            model.output.weight = model.tok_embeddings.weight
     for name, module in list(model.named_modules()):
         if isinstance(module, NF4Linear):
             parent, _, leaf = name.rpartition(".")

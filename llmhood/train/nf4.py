@@ -218,3 +218,36 @@ class NF4Linear(nn.Module):
         double = self.absmax_scale is not None
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"block_size={self.block_size}, double_quant={double}")  # fmt: skip
+
+
+class NF4Embedding(NF4Linear):
+    """A frozen embedding table in NF4, looked up without dequantizing the whole table.
+
+    QLoRA's base is mostly its linear layers, but a small model's tied embedding is a fifth
+    of it (SmolLM2: 28M of 135M weights), and left in bf16 it would be the larger part of a
+    4-bit base. A row of `dim` values holds dim / block_size whole blocks when the block
+    size divides it, so a lookup decodes just the rows asked for; the tied output head is an
+    NF4Linear over the same buffers (`head`), so the table is stored once."""
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized table (vocab, dim): for code that reads the embedding's dtype
+        or device (a KV cache's), not for lookups."""
+        return self.dequantize()
+
+    def head(self) -> NF4Linear:
+        """The output head tied to this table: the same codes and statistics, no copy."""
+        return NF4Linear(self.nf4_weight())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # ids: (...) int64 -> (..., dim) in the table's dtype
+        vocab, dim = self.out_features, self.in_features
+        if dim % self.block_size or dim % 2:
+            return F.embedding(ids, self.dequantize())
+        weight = self.nf4_weight()
+        packed = self.packed.view(vocab, dim // 2)[ids]  # (..., dim / 2)
+        codes = torch.stack([packed >> 4, packed & 0x0F], dim=-1).flatten(-2)  # (..., dim)
+        values = NF4_CODE.to(packed.device)[codes.long()]
+        scales = weight.block_absmax().view(vocab, dim // self.block_size)[ids]
+        blocks = values.unflatten(-1, (dim // self.block_size, self.block_size))
+        return (blocks * scales.unsqueeze(-1)).flatten(-2).to(self.dtype)
