@@ -108,16 +108,9 @@ class Schedule:
             world,
             seed,
         )
-        micro = math.ceil(len(self.units) / batch_size)
-        per_step = grad_accum * world
-        # A last, short step runs only if every process gets a micro-batch of it.
-        self.steps_per_epoch = micro // per_step + (micro % per_step >= world)
-        if self.steps_per_epoch == 0:
-            raise LLMHoodError(
-                f"{len(self.units)} training sequences cannot fill one step of {world} process(es) "
-                f"× {grad_accum} micro-batches × {batch_size} sequences; lower --batch-size or "
-                "--grad-accum, or give more data."
-            )
+        # A short last step still runs; under several processes a rank left without a
+        # micro-batch of it repeats one of its own with weight zero (distributed.micro_batches).
+        self.steps_per_epoch = math.ceil(len(self.units) / (batch_size * grad_accum * world))
 
     def _order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

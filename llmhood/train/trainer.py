@@ -46,7 +46,20 @@ from llmhood.train import checkpoints, dataset
 from llmhood.train.adapter import quantize_base, save_adapter
 from llmhood.train.batches import MicroBatch, Schedule, collate, padded, sft_units
 from llmhood.train.config import TrainConfig, resume_mismatch
-from llmhood.train.distributed import World, finish, init, wrap
+from llmhood.train.distributed import (
+    World,
+    check_world,
+    finish,
+    full_tensors,
+    gather_weights,
+    init,
+    load_optimizer_state,
+    load_tensors,
+    micro_batches,
+    optimizer_state,
+    rank_rng,
+    wrap,
+)
 from llmhood.train.dpo import dpo_loss
 from llmhood.train.lora import adapters_disabled, apply_lora
 from llmhood.train.loss import loss_sum, sequence_logprob
@@ -280,7 +293,6 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     out = _check_out(config)
     resolve(config.model)
     fingerprint = dataset.fingerprint(config.data)
-    resumed = _resume_state(config, fingerprint)
     reward = None
     if config.stage == "grpo":
         from llmhood.train.grpo import load_reward
@@ -288,6 +300,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         reward = load_reward(config.reward)
     world = init()
     try:
+        # Rank 0 reads the checkpoint and sends it: on several machines only its own holds it.
+        resumed = world.from_main(lambda: _resume_state(config, fingerprint))
         return _train(config, out, fingerprint, resumed, reward, world, progress and world.main)
     finally:
         finish(world)
@@ -313,6 +327,11 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
         world=world.size,
     )
     total = schedule.total_steps(config.epochs, config.max_steps)
+    # Paths may differ between machines; what they hold and every option may not (a
+    # --save-every of its own would put one rank's checkpoint collectives out of step).
+    paths = ("out", "resume", "data", "model")
+    options = {k: v for k, v in config.to_dict().items() if k not in paths}
+    world.agree({"data": fingerprint, "units": len(units), "steps": total, "options": options})
     objective = Objective(model, config.stage, config)
     objective.train()
     trained = wrap(objective, world, config.fsdp)
@@ -322,11 +341,12 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
     scheduler = warmup_cosine(optimizer, min(warmup, total), total, config.min_lr)
     run = _Run()
     if resumed is not None:
-        ckpt, tensors, state, _ = resumed
+        ckpt, tensors, state, info = resumed
+        check_world(info, world, ckpt)
         _load_trainable(model, tensors, ckpt)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        checkpoints.set_rng_state(state["rng"])
+        checkpoints.set_rng_state(rank_rng(state, world))
         run = _Run(state["history"], state["step"])
         if progress:
             print(f"llmhood: resuming {ckpt} at step {run.step} of {total}", file=sys.stderr)
@@ -336,19 +356,28 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
         checkpoints.atomic_write_text(out / "config.json", text)
 
     def save() -> None:
+        # Every rank gathers (FSDP2's shards are collectives); rank 0 alone writes.
+        tensors, optimizer_saved = full_tensors(_trainable(model)), optimizer_state(optimizer)
+        rng = world.gather(checkpoints.rng_state())
         if not world.main:
             return
         checkpoints.save(
             out,
             run.step,
-            _trainable(model),
+            tensors,
             {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_saved,
                 "scheduler": scheduler.state_dict(),
                 "history": run.history,
                 "step": run.step,
+                "rank_rng": rng,
             },
-            {"config": config.to_dict(), "data_fingerprint": fingerprint, "source": source},
+            {
+                "config": config.to_dict(),
+                "data_fingerprint": fingerprint,
+                "source": source,
+                "world": world.size,
+            },
             config.keep_checkpoints,
         )
 
@@ -388,6 +417,7 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
     if held_out:
         eval_loss = run.history[-1]["eval_loss"] = held_out_loss()
     save()
+    gather_weights(trained)  # FSDP2: whole weights on every rank, for the files rank 0 writes
     return _finish(config, model, tokenizer, out, run, report, eval_loss, world, progress)
 
 
@@ -398,7 +428,7 @@ def _step(model, trained, per_rank, world: World, optimizer, config: TrainConfig
     local = sum(weight(b, config.stage) for b in mine)
     stats = optimizer_step(
         model,
-        [functools.partial(trained, b) for b in mine],
+        micro_batches(trained, per_rank, world.rank),
         step_tokens,
         optimizer,
         config.max_grad_norm or None,
@@ -450,9 +480,7 @@ def _load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], ckpt: Pa
     trainable = {n for n, p in params.items() if p.requires_grad}
     if set(tensors) != trainable:
         raise LLMHoodError(f"The checkpoint {ckpt} holds other tensors than this run trains.")
-    with torch.no_grad():
-        for name, t in tensors.items():
-            params[name].copy_(t)
+    load_tensors(params, tensors)
 
 
 def _progress_bar(total: int, done: int, enabled: bool):
