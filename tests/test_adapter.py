@@ -161,3 +161,26 @@ def test_write_peft_names(base, tmp_path):
     keys = set(load_file(out / "adapter_model.safetensors"))
     assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in keys
     assert "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" in keys
+
+
+def test_exports_to_gguf_load_back(base, tmp_path):
+    """A merged F32 GGUF runs as the adapter does; the adapter alone as llama.cpp's LoRA
+    GGUF holds our A and B (B's q/k rows in GGUF's interleaved order)."""
+    from llmhood.train.adapter import convert_rows
+    from llmhood.weights.gguf_writer import read_gguf_lora
+
+    adapter = random_adapter(base, tmp_path / "adapter")
+    merged_file = export(adapter, tmp_path / "m", fmt="gguf", merge=True, progress=False)
+    back = llmhood.load(merged_file, dtype="float32", quantize=None, progress=False)
+    with torch.no_grad():
+        assert (back.model(TOKENS) - ours(base, adapter)).abs().max() < 1e-4
+    lora_file = export(adapter, tmp_path / "a", fmt="gguf", progress=False)
+    pairs, alpha, rank = read_gguf_lora(lora_file)
+    saved = read_adapter(adapter)
+    config = build(base, REFERENCE, False, keep=False, decode_step=False)[0].config
+    expected = convert_rows(saved.tensors, config, saved.rope_style, "interleaved")
+    assert (alpha, rank) == (8.0, 4)
+    for name, (a, b) in pairs.items():
+        assert torch.equal(a, expected[f"{name}.lora_A"]) and torch.equal(
+            b, expected[f"{name}.lora_B"]
+        )
