@@ -332,7 +332,7 @@ def prompts(
                 messages = _turns(row.get("prompt", row.get("messages")), "prompt")
                 text = tokenizer.apply_chat_template(messages, True)
                 rendered.append(text)
-                report.lengths.append(len(text))
+                report.lengths.append(len(tokenizer.encode(text)))
             except RowError as e:
                 report.drop(where, str(e), strict)
     return rendered, report
