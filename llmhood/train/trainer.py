@@ -354,6 +354,8 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
         out.mkdir(parents=True, exist_ok=True)
         text = json.dumps(config.to_dict(), indent=2) + "\n"
         checkpoints.atomic_write_text(out / "config.json", text)
+        # The log grows step by step, so that a run stopped early still shows how it went.
+        (out / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in run.history))
 
     def save() -> None:
         # Every rank gathers (FSDP2's shards are collectives); rank 0 alone writes.
@@ -401,6 +403,9 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
         if held_out and eval_every and run.step % eval_every == 0 and run.step < total:
             entry["eval_loss"] = eval_loss = held_out_loss()
         run.history.append(entry)
+        if world.main:
+            with (out / "log.jsonl").open("a") as log:
+                log.write(json.dumps(entry) + "\n")
         rate = seen / max(1e-9, time.perf_counter() - started)
         shown = {"reward": f"{entry['reward']:.3f}"} if "reward" in entry else {}
         bar.set_postfix(
