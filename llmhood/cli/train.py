@@ -141,4 +141,3 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default=None, help="the base, if not the one the run trained")
     p.set_defaults(func=cmd_export)
-
