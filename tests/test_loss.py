@@ -101,3 +101,23 @@ def test_a_batch_with_nothing_to_train_has_zero_tokens(model, batch):
     tokens, _ = batch
     nll = token_nll(model(tokens, head=False), model.output, torch.full_like(tokens, IGNORE))
     assert nll.numel() == 0
+
+
+def test_under_bf16_autocast_it_is_the_autocast_cross_entropy(model, batch):
+    """The head's own backward (loss._HeadNLL) against autograd through autocast's linear and
+    F.cross_entropy: logits in bf16, softmax in float32, their gradient cast back to bf16.
+    bf16 keeps 8 bits of mantissa, so sums of its products agree to about 1% (2**-7), not
+    to float32's roundings; the weight's gradient is also summed in float32 chunk by chunk
+    here, and in one bf16 matmul there."""
+    tokens, mask = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, _ = reference_loss(model, tokens, mask)
+    want.backward()
+    want_grads = grads(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = loss_sum(model, tokens, mask, chunk=7)
+    got.backward()
+    got_grads = grads(model)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], rtol=2e-2, atol=2e-3)

@@ -1,4 +1,5 @@
-"""`llmhood bench`: llmhood's speed against transformers and llama.cpp (llmhood.speed.bench)."""
+"""`llmhood bench`: llmhood's speed against transformers and llama.cpp (llmhood.speed.bench);
+`llmhood bench train`: its fine-tuning speed against peft and trl (llmhood.train.bench)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,27 @@ from llmhood.cli.common import comma_list
 from llmhood.errors import LLMHoodError
 from llmhood.registry import DEFAULT_MODEL, resolve
 from llmhood.speed import bench  # light: transformers and llama.cpp are imported by its children
+from llmhood.train import bench as train_bench  # light too: peft and trl run in its children
+
+
+def gguf_file(model: str, command: str) -> Path:
+    """The model as a GGUF file, the one format every engine of a benchmark reads."""
+    path = resolve(model)
+    if path.is_dir() or path.suffix != ".gguf":
+        raise LLMHoodError(
+            f"{command} needs a .gguf file (every engine reads it); {path} is not one."
+        )
+    return path
+
+
+def save_json(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    path = resolve(args.model)
-    if path.is_dir() or path.suffix != ".gguf":
-        raise LLMHoodError(
-            f"llmhood bench needs a .gguf file (all three engines read it); {path} is not one."
-        )
+    path = gguf_file(args.model, "llmhood bench")
     if args.profile:
         print(bench.profile_decode(path))
         return
@@ -33,9 +47,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     print(bench.format_report(report))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(bench.to_json(report), indent=2) + "\n")
+    save_json(args.json, bench.to_json(report))
 
 
 def writable(path: Path) -> None:
@@ -64,3 +76,41 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="instead: where llmhood's decode steps spend their time (torch.profiler)",
     )  # fmt: skip
     p.set_defaults(func=cmd_bench)
+    # `llmhood bench` alone stays the inference benchmark; `train` is an optional subcommand
+    # with options of its own (given after it).
+    what = p.add_subparsers(dest="bench", metavar="{train}", required=False)
+    t = what.add_parser("train", help="LoRA fine-tuning speed against peft and trl, side by side")
+    t.add_argument("--model", default=DEFAULT_MODEL, help="a model name or a .gguf file")
+    t.add_argument("--steps", type=int, default=5, help="timed steps per run (default: 5)")
+    t.add_argument("--warmup", type=int, default=1, help="untimed steps before them (default: 1)")
+    t.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default: 512)")
+    t.add_argument(
+        "--batch-size", type=int, default=4,
+        help="packed sequences per step; padded batches get as many rows (default: 4)",
+    )  # fmt: skip
+    t.add_argument("--repeat", type=int, default=3, help="runs per engine; medians (default: 3)")
+    t.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    t.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads of every engine (default: torch's, one per core)",
+    )  # fmt: skip
+    t.add_argument(
+        "--engines", default=None, metavar="LIST",
+        help="comma-separated subset of: "
+        f"{', '.join(train_bench.ENGINES)} (default: all)",
+    )  # fmt: skip
+    t.set_defaults(func=cmd_bench_train)
+
+
+def cmd_bench_train(args: argparse.Namespace) -> None:
+    path = gguf_file(args.model, "llmhood bench train")
+    if args.json:
+        writable(Path(args.json))
+    engines = tuple(comma_list(args.engines)) if args.engines else train_bench.ENGINES
+    report = train_bench.run(
+        path, steps=args.steps, warmup=args.warmup, seq_len=args.seq_len,
+        batch_size=args.batch_size, repeat=args.repeat, engines=engines, threads=args.threads,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(train_bench.format_report(report))
+    save_json(args.json, train_bench.to_json(report))

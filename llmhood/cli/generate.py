@@ -1,4 +1,5 @@
-"""`llmhood generate`, `llmhood chat` and `llmhood demo`: the model writing text."""
+"""`llmhood generate`, `llmhood chat` and `llmhood demo`: the model writing text (and, with
+`llmhood demo finetune`, learning a new identity: llmhood.train.demo)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_finetune_demo(args: argparse.Namespace) -> None:
+    from llmhood.train.demo import run_demo
+
+    run_demo(name=args.name, maker=args.maker, maker_zh=args.maker_zh, out=args.out,
+             model=args.model, epochs=args.epochs, steps=args.steps, seed=args.seed)  # fmt: skip
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt (streams by default), or many")
     p.add_argument("prompt", nargs="?", default=None, help="the text to continue")
@@ -150,6 +158,51 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="system prompt")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("demo", help="load the default model and answer one question")
+    p = sub.add_parser(
+        "demo", help="load the default model and answer one question; `demo finetune`: teach it "
+        "a new identity",
+        description="Load the model and answer one question. `llmhood demo finetune` teaches "
+        "SmolLM2 a new name with LoRA, on a CPU, in a few minutes.",
+    )  # fmt: skip
     add_model_options(p)
     p.set_defaults(func=cmd_demo)
+    demos = p.add_subparsers(dest="demo", metavar="[finetune]")  # optional: plain `demo` answers
+    add_finetune_parser(demos)
+
+
+def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
+    """`llmhood demo finetune`: its options are the demo's own, few on purpose (the training's
+    hyperparameters are tuned and fixed, see llmhood.train.demo); `llmhood train` has them all."""
+    from llmhood.registry import DEFAULT_MODEL
+    from llmhood.train.demo import DEFAULT_OUT, DEMO
+    from llmhood.train.identity import DEFAULT_MAKER, DEFAULT_NAME
+
+    p = sub.add_parser(
+        "finetune", help="teach the model a new name and maker with LoRA, before/after shown",
+        description="Teach SmolLM2-135M-Instruct a new identity with LoRA on the CPU: it writes "
+        "the identity rows (English and Chinese, with a little general chat) to OUT, asks "
+        '"Who are you?" before and after, asks paraphrases it never trained on, measures the '
+        "perplexity on a held-out text (Python's docs) before and after, and saves the loss "
+        "curve. Replies are greedy, so a run is reproducible.",
+    )  # fmt: skip
+    p.add_argument("--name", default=DEFAULT_NAME, help=f"the new name (default: {DEFAULT_NAME})")
+    p.add_argument("--maker", default=DEFAULT_MAKER, help=f"who made it (default: {DEFAULT_MAKER})")
+    p.add_argument(
+        "--maker-zh", default=None, metavar="MAKER",
+        help="the maker in the Chinese answers (default: its Chinese rendering for the default "
+        "maker, else --maker)",
+    )  # fmt: skip
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"the run's directory (default: {DEFAULT_OUT}); a previous demo run "
+                   "there is replaced")  # fmt: skip
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=None,
+                        help=f"passes over the rows (default: {DEMO['epochs']:g})")  # fmt: skip
+    length.add_argument("--steps", type=int, default=0,
+                        help="optimiser steps instead of --epochs (a quick look: 10)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="data order and initialisation (default: 0)")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"the base (default: {DEFAULT_MODEL}; the hyperparameters are tuned for it)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_finetune_demo)

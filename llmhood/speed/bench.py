@@ -439,12 +439,19 @@ def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def run_child(engine: str, workload_file: Path, timeout: float) -> dict[str, Any]:
-    """One engine in a child process. Its llmhood cache is the one beside the workload file:
-    the run's first llmhood load starts from nothing (cold), and later ones find what it
-    left (warm), whatever the user's own cache holds."""
-    cmd = [sys.executable, "-m", "llmhood.speed.bench", "--worker", engine, str(workload_file)]
-    env = {**os.environ, CACHE_ENV: str(workload_file.parent / "cache")}
+def run_child(
+    engine: str,
+    workload_file: Path,
+    timeout: float,
+    module: str = "llmhood.speed.bench",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One engine in a child process (`python -m module --worker`), its result as the last
+    line of its output. Its llmhood cache is the one beside the workload file: the run's
+    first llmhood load starts from nothing (cold), and later ones find what it left (warm),
+    whatever the user's own cache holds."""
+    cmd = [sys.executable, "-m", module, "--worker", engine, str(workload_file)]
+    env = {**os.environ, **(env or {}), CACHE_ENV: str(workload_file.parent / "cache")}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
@@ -481,9 +488,10 @@ METRICS = (
 )
 
 
-def median_result(runs: list[Result]) -> Result:
+def median_result(runs: list[Any], metrics: tuple[tuple[str, ...], ...] = METRICS) -> Any:
+    """The first run with every metric replaced by its median over the runs that have it."""
     values = {}
-    for name, *_ in METRICS:
+    for name, *_ in metrics:
         measured = [getattr(r, name) for r in runs if getattr(r, name) is not None]
         values[name] = statistics.median(measured) if measured else None
     return replace(runs[0], **values)
@@ -555,7 +563,8 @@ def run(
 # ---- the table -------------------------------------------------------------------------------
 
 
-def ratio(report: Report, metric: str, a: str, b: str) -> float | None:
+def ratio(report: Any, metric: str, a: str, b: str) -> float | None:
+    """Engine a's median of `metric` over engine b's (any report with `results`)."""
     x, y = report.results.get(a), report.results.get(b)
     if x is None or y is None or getattr(x, metric) is None or not getattr(y, metric):
         return None
@@ -588,8 +597,11 @@ def targets(report: Report) -> list[tuple[str, float | None, float]]:
 
 
 def met(name: str, value: float | None, goal: float) -> bool | None:
+    """Whether a target is met: "value ≥ goal" unless its name says ≤ or <."""
     if value is None:
         return None
+    if "<" in name:
+        return value < goal
     return value <= goal if "≤" in name else value >= goal
 
 
@@ -645,12 +657,27 @@ def format_report(report: Report) -> str:
         for v in report.quality:
             lines.append(f"  {v['mode']:<28}{Verdict(**v).label()}")
     lines += ["", "targets (llmhood = automatic mode):"]
-    for name, value, goal in targets(report):
+    lines += target_lines(targets(report), 46)
+    return "\n".join(lines)
+
+
+Target = tuple[str, float | None, float]  # (name, measured value or None, goal)
+
+
+def target_lines(rows: list[Target], width: int) -> list[str]:
+    """One line per target: its name, the value measured, the goal, met or NOT met."""
+    lines = []
+    for name, value, goal in rows:
         shown = "not measured" if value is None else f"{value:.2f}"
         ok = met(name, value, goal)
         verdict = "" if ok is None else ("met" if ok else "NOT met")
-        lines.append(f"  {name:<46}{shown:>14}  (goal {goal:g})  {verdict}")
-    return "\n".join(lines)
+        lines.append(f"  {name:<{width}}{shown:>14}  (goal {goal:g})  {verdict}")
+    return lines
+
+
+def targets_json(rows: list[Target]) -> list[dict[str, Any]]:
+    return [{"target": name, "value": value, "goal": goal, "met": met(name, value, goal)}
+            for name, value, goal in rows]  # fmt: skip
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -663,10 +690,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "quality": report.quality,
         "skipped": report.skipped,
         "cold_load_s": report.cold_load_s,
-        "targets": [
-            {"target": name, "value": value, "goal": goal, "met": met(name, value, goal)}
-            for name, value, goal in targets(report)
-        ],
+        "targets": targets_json(targets(report)),
     }
 
 

@@ -57,9 +57,11 @@ class DataReport:
         self.dropped.append(Dropped(where, reason))
 
     def summary(self) -> str:
+        # Prompts for GRPO train no token of their own: their completions are sampled.
+        trained = f"; {self.trained} trained tokens" if self.trained else ""
         lines = [
             f"{self.rows} rows: {self.kept} kept, {len(self.dropped)} dropped, "
-            f"{self.truncated} truncated; {self.trained} trained tokens"
+            f"{self.truncated} truncated{trained}"
         ]
         if self.lengths:
             q = statistics.quantiles(self.lengths, n=10) if len(self.lengths) > 1 else self.lengths

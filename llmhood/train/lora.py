@@ -114,9 +114,14 @@ class LoraLinear(nn.Module):
         self.enabled = True
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
-        """s · x·Aᵀ·Bᵀ: (..., in) -> (..., out), in the adapter's dtype."""
-        x = x.to(self.lora_A.dtype)
-        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
+        """s · x·Aᵀ·Bᵀ: (..., in) -> (..., out), in the adapter's dtype or autocast's.
+
+        Under autocast the matmuls run in its dtype whatever x's, so x is left as it is:
+        converting it to the adapter's float32 first would copy it only for autocast to copy
+        it back. And s scales the rank-r intermediate, r numbers a row instead of `out`."""
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.lora_A.dtype)
+        return F.linear(F.linear(x, self.lora_A) * self.scaling, self.lora_B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)  # (..., out)
