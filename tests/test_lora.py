@@ -14,6 +14,7 @@ from test_hf_checkpoint import tiny_model, tokens
 from torch import nn
 
 from llmhood.errors import LLMHoodError
+from llmhood.train import dropout as dropout_kernel
 from llmhood.train.dora import DoraLinear
 from llmhood.train.lora import (
     TARGETS,
@@ -51,15 +52,24 @@ def copy_from_peft(ours: LoraLinear, theirs: nn.Module) -> None:
             ours.magnitude.copy_(theirs.lora_magnitude_vector["default"].weight)
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize(("dropout", "masks"), [(0.0, None), (0.3, "torch"), (0.3, "hashed")])
 @pytest.mark.parametrize("rslora", [False, True])
 @pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
-def test_one_layer_equals_peft(dora, rslora, dropout):
+def test_one_layer_equals_peft(dora, rslora, dropout, masks, monkeypatch):
+    """With dropout, both draw the same mask: torch's (the plain path, LLMHOOD_FAST_DROPOUT=0)
+    from the same seed, or the hashed one (llmhood.train.dropout), peft's dropout module then
+    replaced by ours, so that peft's arithmetic runs on the mask llmhood's would."""
+    if masks == "torch":
+        monkeypatch.setenv(dropout_kernel.ENV, "0")
+    elif masks == "hashed" and dropout_kernel.available() is not None:
+        pytest.skip(f"the hashed dropout does not run here: {dropout_kernel.available()}")
     torch.manual_seed(0)
     model = OneLayer()
     ours = (DoraLinear if dora else LoraLinear)(copy.deepcopy(model.q_proj), 4, 8, dropout, rslora)
     theirs = peft.get_peft_model(model, peft_config(dora, rslora, dropout))
     layer = theirs.base_model.model.q_proj
+    if masks == "hashed":
+        layer.lora_dropout["default"] = dropout_kernel.Dropout(dropout)
     with torch.no_grad():  # a trained-looking B, so the update is not zero
         layer.lora_B["default"].weight.normal_()
     copy_from_peft(ours, layer)

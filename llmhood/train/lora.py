@@ -30,6 +30,7 @@ from torch import nn
 from llmhood.errors import LLMHoodError
 from llmhood.model import Transformer
 from llmhood.model.fast.fusion import unfuse
+from llmhood.train.dropout import Dropout
 
 # The seven linear layers of a block by llmhood (Meta) name, and the names Hugging Face and
 # peft give them; `--target` takes either.
@@ -108,7 +109,7 @@ class LoraLinear(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, device=device))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()  # hashed masks
         self.rank, self.alpha = rank, alpha
         self.scaling = lora_scaling(rank, alpha, use_rslora)
         self.enabled = True

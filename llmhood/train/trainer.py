@@ -44,6 +44,7 @@ from llmhood.speed.modes import REFERENCE, build
 from llmhood.tokenizer import BPETokenizer
 from llmhood.train import checkpoints, dataset
 from llmhood.train.adapter import quantize_base, save_adapter
+from llmhood.train.allocator import fix_mmap_threshold
 from llmhood.train.batches import MicroBatch, Schedule, collate, padded, sft_units
 from llmhood.train.config import TrainConfig, resume_mismatch
 from llmhood.train.distributed import (
@@ -111,6 +112,7 @@ def prepare_model(
     config: TrainConfig, progress: bool = True
 ) -> tuple[Transformer, BPETokenizer, str]:
     """The base model made trainable as the method says: (model, tokenizer, source)."""
+    fix_mmap_threshold()  # before the weights load: llmhood.train.allocator says why
     model, ckpt = build(resolve(config.model), REFERENCE, progress, keep=False, decode_step=False)
     if ckpt.tokenizer is None:
         raise LLMHoodError(f"{ckpt.source} has no tokenizer; training needs one.")
