@@ -141,11 +141,10 @@ def current_rss_mb() -> float | None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory since it started or since `reset_peak`."""
-    import resource
-
+    """This process's peak resident memory since it started or since `reset_peak` (where
+    /proc cannot be read: since it started, as getrusage says)."""
     peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak if peak is not None else speed_bench.rss_mb()
 
 
 def reset_peak() -> bool:

@@ -254,6 +254,13 @@ class _Run:
     step: int = 0
 
 
+def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
+    """log.jsonl, one line per step, all of it: at the start (a resumed run's steps so far)
+    and at the end (the last step's entry gains the final eval loss); each step between
+    appends its own line."""
+    (out / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+
+
 def _check_out(config: TrainConfig) -> Path:
     out = Path(config.out)
     if out.exists() and not out.is_dir():
@@ -357,7 +364,7 @@ def _train(config, out, fingerprint, resumed, reward, world: World, progress: bo
         text = json.dumps(config.to_dict(), indent=2) + "\n"
         checkpoints.atomic_write_text(out / "config.json", text)
         # The log grows step by step, so that a run stopped early still shows how it went.
-        (out / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in run.history))
+        _write_log(out, run.history)
 
     def save() -> None:
         # Every rank gathers (FSDP2's shards are collectives); rank 0 alone writes.
@@ -515,7 +522,7 @@ def _finish(config, model, tokenizer, out, run, report, eval_loss, world, progre
     """The final adapter (or model), the log and the loss curve, written by the main process."""
     final = plot = None
     if world.main:
-        (out / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in run.history))
+        _write_log(out, run.history)
         if config.method == "full":
             final = save_full_model(model, tokenizer, out / "model")
         else:
