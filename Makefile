@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo finetune-demo test test-avx2 lint venv clean bench bench-train
+.PHONY: demo finetune-demo test test-avx2 lint venv clean bench bench-train bench-rag test-milvus
 
 venv: $(STAMP)
 
@@ -45,6 +45,22 @@ bench: $(STAMP)
 bench-train: $(STAMP)
 	$(PIP) install -q -c requirements/constraints.txt -e '.[bench-train]'
 	$(VENV)/bin/llmhood bench train --json out/bench-train.json
+
+# Not part of `make test`: retrieval against bm25s, rank_bm25, sentence-transformers + faiss
+# (a few minutes: it embeds Python's documentation and a 1,000-file tree).
+bench-rag: $(STAMP)
+	$(PIP) install -q -c requirements/constraints.txt -e '.[bench-rag]'
+	$(VENV)/bin/llmhood bench rag --json out/bench-rag.json
+
+# Not part of `make test`: the Milvus backend against a real Milvus server (the PyPI package
+# `milvus` runs one offline), started on 127.0.0.1 and stopped afterwards, pass or fail.
+MILVUS_DATA ?= /tmp/llmhood-milvus
+MILVUS_PORT ?= 19530
+test-milvus: $(STAMP)
+	@test -x $(VENV)/bin/milvus-server || $(PIP) install -q -c requirements/constraints.txt milvus==2.3.5
+	MILVUS_PORT=$(MILVUS_PORT) scripts/milvus-server.sh start $(MILVUS_DATA)
+	LLMHOOD_MILVUS_URI=http://127.0.0.1:$(MILVUS_PORT) $(PY) -m pytest -q tests/test_milvus_server.py; \
+	  status=$$?; MILVUS_PORT=$(MILVUS_PORT) scripts/milvus-server.sh stop $(MILVUS_DATA); exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

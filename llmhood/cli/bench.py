@@ -1,9 +1,12 @@
 """`llmhood bench`: llmhood's speed against transformers and llama.cpp (llmhood.speed.bench);
-`llmhood bench train`: its fine-tuning speed against peft and trl (llmhood.train.bench)."""
+`llmhood bench train`: its fine-tuning speed against peft and trl (llmhood.train.bench);
+`llmhood bench rag`: retrieval against bm25s, rank_bm25, sentence-transformers and faiss
+(llmhood.rag.bench)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -78,7 +81,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
     # `llmhood bench` alone stays the inference benchmark; `train` is an optional subcommand
     # with options of its own (given after it).
-    what = p.add_subparsers(dest="bench", metavar="{train}", required=False)
+    what = p.add_subparsers(dest="bench", metavar="{train,rag}", required=False)
     t = what.add_parser("train", help="LoRA fine-tuning speed against peft and trl, side by side")
     t.add_argument("--model", default=DEFAULT_MODEL, help="a model name or a .gguf file")
     t.add_argument("--steps", type=int, default=5, help="timed steps per run (default: 5)")
@@ -100,6 +103,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"{', '.join(train_bench.ENGINES)} (default: all)",
     )  # fmt: skip
     t.set_defaults(func=cmd_bench_train)
+    r = what.add_parser(
+        "rag", help="retrieval against bm25s, rank_bm25, sentence-transformers and faiss"
+    )
+    r.add_argument("--repeat", type=int, default=3, help="throughput runs; the best (default: 3)")
+    r.add_argument("--quick", action="store_true", help="fewer chunks, no 1,000-file tree")
+    r.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    r.set_defaults(func=cmd_bench_rag)
 
 
 def cmd_bench_train(args: argparse.Namespace) -> None:
@@ -114,3 +124,20 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     )  # fmt: skip
     print(train_bench.format_report(report))
     save_json(args.json, train_bench.to_json(report))
+
+
+def cmd_bench_rag(args: argparse.Namespace) -> None:
+    if args.json:
+        writable(Path(args.json))
+    missing = [m for m in ("bm25s", "rank_bm25", "sentence_transformers", "faiss")
+               if importlib.util.find_spec(m) is None]  # fmt: skip
+    if missing:
+        raise LLMHoodError(
+            f"llmhood bench rag compares with {', '.join(missing)}, which are not installed: "
+            "pip install 'llmhood[bench-rag]' (`make bench-rag` does this)."
+        )
+    from llmhood.rag import bench as rag_bench
+
+    report = rag_bench.run(args.quick, args.repeat, log=lambda line: print(line, file=sys.stderr))
+    print(rag_bench.format_report(report))
+    save_json(args.json, report)

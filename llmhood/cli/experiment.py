@@ -67,6 +67,28 @@ def cmd_chat_loops(args: argparse.Namespace) -> None:
     print(chat_loops.table(rows, args.max_new_tokens))
 
 
+def cmd_rag_vs_long_context(args: argparse.Namespace) -> None:
+    from llmhood.experiments import rag_vs_long_context as experiment
+
+    try:
+        ns = [int(n) for n in comma_list(args.facts)]
+    except ValueError as e:
+        raise LLMHoodError(f"--facts {args.facts!r} must be integers separated by commas.") from e
+    if args.quick:
+        ns, args.questions = ns[:2], min(args.questions, 3)
+    experiment.check(ns, args.questions, args.k)
+    path = picture_path(args, "rag-vs-long-context")
+    llm = common.load_for(args)
+    print(f"N facts in distractor text, {args.questions} questions each: the whole text in the "
+          f"prompt, or the top {args.k} passages retrieved.", file=sys.stderr)  # fmt: skip
+    rows = experiment.run(llm, ns, args.questions, args.k, args.seed)
+    print(experiment.summary(rows))
+    figure = experiment.plot(rows, Path(args.model).name)
+    print(figure.save(path))
+    if args.csv:
+        figure.table.to_csv(args.csv)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="runnable experiments that measure an idea")
     names = p.add_subparsers(dest="name", required=True, metavar="NAME")
@@ -113,3 +135,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--settings", default=None, help="comma-separated names (default: all)")
     e.add_argument("--json", action="store_true", help="every reply and the summary as JSON")
     e.set_defaults(func=cmd_chat_loops)
+
+    e = names.add_parser(
+        "rag-vs-long-context",
+        help="RAG or a long context? accuracy and seconds against the number of facts",
+        description="Plant N facts in distractor text, then answer questions about them with "
+        "all of the text in the prompt, or with the top passages retrieved from a knowledge "
+        "base of the same text (llmhood.experiments.rag_vs_long_context).",
+    )
+    add_model_options(e)
+    e.add_argument("--facts", default="1,4,16,32", help="values of N (default: 1,4,16,32)")
+    e.add_argument("--questions", type=int, default=6, help="questions per N (default: 6)")
+    e.add_argument("--k", type=int, default=3, help="passages retrieved (default: 3)")
+    e.add_argument("--seed", type=int, default=0, help="which facts and texts (default: 0)")
+    e.add_argument("--quick", action="store_true", help="the first two N, 3 questions each")
+    add_picture_options(e, "plots/rag-vs-long-context.png")
+    e.set_defaults(func=cmd_rag_vs_long_context)
