@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from llmhood.rag.loaders import load_text
 
 from llmhood.errors import LLMHoodError
 from llmhood.rag import Hit, KnowledgeBase
 from llmhood.rag.ingest import IngestReport
+from llmhood.rag.loaders import load_text
 from llmhood.rag.store import POINTER
 from tests.rag_docs import DOCS, write_docs
 
