@@ -17,6 +17,7 @@ class Reader:
     """Finds "The access code of the X vault is N." in its prompt for the vault asked."""
 
     tokenizer = SimpleNamespace(encode=lambda text: text.split())
+    config = SimpleNamespace(max_seq_len=8192)
 
     def chat_prompt(self, messages):
         return messages[-1]["content"]
@@ -43,6 +44,17 @@ def test_rag_reads_less_and_still_finds_the_fact():
         assert by[n, "rag"]["accuracy"] == 1.0  # retrieval put the fact in the top 3
     assert by[8, "rag"]["prompt_tokens"] < by[8, "long context"]["prompt_tokens"] / 2
     assert experiment.summary(rows).count("\n") == 4
+
+
+def test_a_haystack_past_the_context_window_is_reported_not_truncated():
+    reader = Reader()
+    reader.config = SimpleNamespace(max_seq_len=600)  # words, with this reader's tokenizer
+    rows = experiment.run(reader, [1, 8], questions=2, k=2)
+    by = {(r["facts"], r["method"]): r for r in rows}
+    assert by[1, "long context"]["accuracy"] == 1.0 and by[8, "long context"]["accuracy"] is None
+    assert by[8, "rag"]["accuracy"] == 1.0
+    assert "does not fit" in experiment.summary(rows)
+    experiment.plot(rows, "reader")
 
 
 def test_bad_arguments():

@@ -144,8 +144,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "base of the same text (llmhood.experiments.rag_vs_long_context).",
     )
     add_model_options(e)
-    e.add_argument("--facts", default="1,4,16,32", help="values of N (default: 1,4,16,32)")
-    e.add_argument("--questions", type=int, default=6, help="questions per N (default: 6)")
+    e.add_argument("--facts", default="1,4,16,32,64", help="values of N (default: 1,4,16,32,64)")
+    e.add_argument("--questions", type=int, default=4, help="questions per N (default: 4)")
     e.add_argument("--k", type=int, default=3, help="passages retrieved (default: 3)")
     e.add_argument("--seed", type=int, default=0, help="which facts and texts (default: 0)")
     e.add_argument("--quick", action="store_true", help="the first two N, 3 questions each")

@@ -157,7 +157,8 @@ def cmd_stats(args: argparse.Namespace) -> None:
           f"characters, max {stats['chunk_chars']['max']})")  # fmt: skip
     print(f"chunking        {s['max_tokens']} tokens, overlap {s['overlap_tokens']}")
     e = stats["embedder"]
-    print(f"embedder        {e['name']} ({e['dim']} dimensions, window {e['window']} tokens)")
+    print(f"embedder        {e['name']} ({e['dim']} dimensions, window {e['window']} tokens, "
+          f"{e['precision']})")  # fmt: skip
     print(f"bm25 analyzer   {stats['analyzer']}")
     print(f"index           {stats['index']['kind']}")
     print(f"on disk         {stats['bytes_on_disk'] / 1e6:.1f} MB")

@@ -7,7 +7,8 @@ an answer is right when it contains that code's four digits.
 
 * long context: every file, in order, goes into the prompt, then the question. The prompt
   grows with N, and so do its cost (attention is quadratic) and the model's chance of
-  being lost in the middle.
+  being lost in the middle; past the model's context window it cannot be asked at all,
+  and the row says so.
 * RAG: the same files are ingested into a knowledge base (llmhood.rag) once; each question
   retrieves the top k passages (hybrid search) and only those go into the prompt.
 
@@ -35,6 +36,7 @@ COLOURS = ("Amber", "Cobalt", "Crimson", "Emerald", "Ivory", "Jade", "Onyx", "Sc
 ANIMALS = ("Falcon", "Otter", "Lynx", "Heron", "Badger", "Marten", "Ibis", "Viper", "Walrus",
            "Gecko", "Bison", "Crane")  # fmt: skip
 DISTRACTOR_CHARS = 900  # of documentation around each fact: ~200 tokens
+ANSWER_TOKENS = 32
 SYSTEM = "Answer the question with the access code only."
 
 
@@ -67,8 +69,8 @@ def haystack(n: int, seed: int) -> tuple[list[Fact], list[str]]:
     topics = sorted(pydoc_data.topics.topics.values(), key=len)[-n * 2 :]
     documents = []
     for fact, topic in zip(facts, rng.sample(topics, n), strict=True):
-        text = " ".join(topic.split())[: DISTRACTOR_CHARS * 2]
-        cut = text.rfind(". ", 0, DISTRACTOR_CHARS) + 1 or DISTRACTOR_CHARS
+        text = " ".join(topic.split())[:DISTRACTOR_CHARS]
+        cut = text.rfind(". ", 0, DISTRACTOR_CHARS // 2) + 1 or DISTRACTOR_CHARS // 2
         documents.append(f"{text[:cut]}\n\n{fact.sentence()}\n\n{text[cut:].strip()}")
     return facts, documents
 
@@ -82,6 +84,12 @@ def _ask(llm: LLM, context: str, question: str) -> tuple[str, float, int]:
         0
     ].text
     return reply, time.perf_counter() - started, len(llm.tokenizer.encode(prompt))
+
+
+def _fits(llm: LLM, context: str, question: str) -> bool:
+    messages = [{"role": "user", "content": f"{context}\n\nQuestion: {question}"}]
+    tokens = len(llm.tokenizer.encode(llm.chat_prompt(messages)))
+    return tokens + ANSWER_TOKENS + 64 <= llm.config.max_seq_len  # 64: the system prompt
 
 
 def run(llm: LLM, ns: Sequence[int], questions: int = 6, k: int = 3, seed: int = 0) -> list[dict]:
@@ -101,9 +109,11 @@ def run(llm: LLM, ns: Sequence[int], questions: int = 6, k: int = 3, seed: int =
             kb = KnowledgeBase.build(docs, Path(tmp) / "kb", progress=False)
             ingest_s = time.perf_counter() - started
             results: dict[str, list[tuple[bool, float, int]]] = {"long context": [], "rag": []}
+            fits = _fits(llm, "\n\n".join(documents), asked[0].question())
             for fact in tqdm(asked, desc=f"N={n}", unit="question", leave=False):
-                reply, seconds, tokens = _ask(llm, "\n\n".join(documents), fact.question())
-                results["long context"].append((fact.code in reply, seconds, tokens))
+                if fits:
+                    reply, seconds, tokens = _ask(llm, "\n\n".join(documents), fact.question())
+                    results["long context"].append((fact.code in reply, seconds, tokens))
                 started = time.perf_counter()
                 hits = kb.search(fact.question(), k=k)
                 search_s = time.perf_counter() - started
@@ -112,6 +122,19 @@ def run(llm: LLM, ns: Sequence[int], questions: int = 6, k: int = 3, seed: int =
                 results["rag"].append((fact.code in reply, seconds + search_s, tokens))
             kb.close()
         for method, outcomes in results.items():
+            if not outcomes:  # the whole text is longer than the context window
+                rows.append(
+                    {
+                        "facts": n,
+                        "method": method,
+                        "accuracy": None,
+                        "seconds": None,
+                        "prompt_tokens": None,
+                        "questions": 0,
+                        "ingest_seconds": 0.0,
+                    }
+                )
+                continue
             rows.append({
                 "facts": n, "method": method,
                 "accuracy": sum(o[0] for o in outcomes) / len(outcomes),
@@ -126,6 +149,9 @@ def run(llm: LLM, ns: Sequence[int], questions: int = 6, k: int = 3, seed: int =
 def summary(rows: list[dict]) -> str:
     lines = [f"{'facts':>5}  {'method':<13}{'accuracy':>9}{'s/question':>12}{'prompt tok':>12}"]
     for r in rows:
+        if r["accuracy"] is None:
+            lines.append(f"{r['facts']:>5}  {r['method']:<13}   does not fit the context window")
+            continue
         lines.append(f"{r['facts']:>5}  {r['method']:<13}{r['accuracy']:>9.2f}"
                      f"{r['seconds']:>12.2f}{r['prompt_tokens']:>12}")  # fmt: skip
     return "\n".join(lines)
@@ -139,7 +165,7 @@ def plot(rows: list[dict], model_name: str):
     figure = new_figure(11, 4.5)
     accuracy, seconds = figure.subplots(1, 2)
     for method in ("long context", "rag"):
-        mine = [r for r in rows if r["method"] == method]
+        mine = [r for r in rows if r["method"] == method and r["accuracy"] is not None]
         ns = [r["facts"] for r in mine]
         accuracy.plot(ns, [r["accuracy"] for r in mine], marker="o", label=method)
         seconds.plot(ns, [r["seconds"] for r in mine], marker="o", label=method)

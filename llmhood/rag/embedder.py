@@ -50,6 +50,9 @@ class Embedder(Protocol):
     dim: int
     window: int  # tokens the encoder reads, specials included
     max_text_tokens: int  # window minus the specials: the chunking budget's ceiling
+    precision: str  # what the encoder computes in: "float32" or "bfloat16"
+
+    def describe(self) -> str: ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -76,12 +79,16 @@ class MeanPooledEmbedder:
         unk_id: int | None = None,
         prefix: Sequence[int] = (),
         suffix: Sequence[int] = (),
+        precision: str = "float32",
     ) -> None:
-        self.name, self.dim, self.window = name, dim, window
+        self.name, self.dim, self.window, self.precision = name, dim, window, precision
         self.max_text_tokens = window - len(prefix) - len(suffix)
         self._encode, self._hidden = encode, hidden
         self._pad_id, self._unk_id = pad_id, unk_id
         self._prefix, self._suffix = list(prefix), list(suffix)
+
+    def describe(self) -> str:
+        return f"{self.name}, {self.precision}, {self.dim} dimensions, window {self.window}"
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
@@ -167,7 +174,7 @@ def _minilm(dtype: str) -> Embedder:
     return MeanPooledEmbedder(
         "all-MiniLM-L6-v2", encoder.config.dim, window, tokenizer.encode, encoder,
         pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id,
-        prefix=[tokenizer.cls_id], suffix=[tokenizer.sep_id],
+        prefix=[tokenizer.cls_id], suffix=[tokenizer.sep_id], precision=dtype,
     )  # fmt: skip
 
 

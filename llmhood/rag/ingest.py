@@ -318,7 +318,12 @@ def _write_version(
         "version": name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "settings": asdict(settings),
-        "embedder": {"name": embedder.name, "dim": embedder.dim, "window": embedder.window},
+        "embedder": {
+            "name": embedder.name,
+            "dim": embedder.dim,
+            "window": embedder.window,
+            "precision": embedder.precision,
+        },
         "analyzer": analyzer.name,
         "index": index,
         "chunks": len(rows),
