@@ -227,25 +227,7 @@ class _Chunker:
             tokens = self.count(self.text[start : _rstrip(self.text, start, cuts[j])])
             return tokens if tokens <= self.budget else None
 
-        tokens = fits(i)
-        if tokens is None:
-            return None
-        good, step = i, 1
-        bad = len(cuts)
-        while good + step < len(cuts):  # exponential search for a bound, then bisection
-            probe = fits(good + step)
-            if probe is None:
-                bad = good + step
-                break
-            good, tokens, step = good + step, probe, step * 2
-        while bad - good > 1:
-            middle = (good + bad) // 2
-            probe = fits(middle)
-            if probe is None:
-                bad = middle
-            else:
-                good, tokens = middle, probe
-        return good, tokens
+        return _furthest(fits, i, len(cuts))
 
     def _merge(self, units: list[_Unit]) -> list[Span]:
         """Greedy: each chunk takes the previous chunk's overlap, then units while they fit."""
@@ -287,24 +269,34 @@ class _Chunker:
             tokens = self.count(self.text[starts[k] : end])
             return tokens if tokens <= self.overlap else None
 
-        if not starts or (tokens := fits(len(starts) - 1)) is None:
-            return None
-        good, step = len(starts) - 1, 1
-        bad = -1
-        while good - step >= 0:  # short suffixes first: exponential search, then bisection
-            probe = fits(good - step)
-            if probe is None:
-                bad = good - step
-                break
-            good, tokens, step = good - step, probe, step * 2
-        while good - bad > 1:
-            middle = (good + bad) // 2
-            probe = fits(middle)
-            if probe is None:
-                bad = middle
-            else:
-                good, tokens = middle, probe
-        return starts[good], tokens
+        found = _furthest(fits, len(starts) - 1, -1) if starts else None
+        return (starts[found[0]], found[1]) if found is not None else None
+
+
+def _furthest(fits: Callable[[int], int | None], first: int, limit: int) -> tuple[int, int] | None:
+    """The index furthest from `first` towards `limit` (exclusive) at which `fits` still gives
+    a count, with that count; None if `first` does not fit. Exponential search, then
+    bisection: a few counts instead of one per index, valid because a longer text never has
+    fewer tokens, so once a piece stops fitting every longer one does too."""
+    tokens = fits(first)
+    if tokens is None:
+        return None
+    way = 1 if limit > first else -1
+    good, bad, step = first, limit, 1
+    while (good + way * step - limit) * way < 0:
+        probe = fits(good + way * step)
+        if probe is None:
+            bad = good + way * step
+            break
+        good, tokens, step = good + way * step, probe, step * 2
+    while abs(bad - good) > 1:
+        middle = (good + bad) // 2
+        probe = fits(middle)
+        if probe is None:
+            bad = middle
+        else:
+            good, tokens = middle, probe
+    return good, tokens
 
 
 def _sections(text: str) -> list[tuple[int, int]]:

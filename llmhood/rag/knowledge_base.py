@@ -184,13 +184,15 @@ class KnowledgeBase:
         rerank: Any = None,
     ) -> list[Hit]:
         """The k best chunks for `query`, best first; `prefix` keeps sources starting with it.
-        `rerank`: an llmhood LLM that reorders the top candidates (llmhood.rag.reranker)."""
+        `rerank`: an llmhood LLM that reorders the top 20 (llmhood.rag.reranker); their
+        scores are then its judgements, and any hits after them keep the retriever's."""
         check_query(query, k, mode, fusion)
         if rerank is not None:
             from llmhood.rag.reranker import CANDIDATES, rerank_hits
 
             hits = self.search(query, max(k, CANDIDATES), mode, prefix, fusion)
-            return rerank_hits(rerank, query, hits)[:k]
+            head = rerank_hits(rerank, query, hits[:CANDIDATES])  # the rest keep their order
+            return (head + hits[CANDIDATES:])[:k]
         if mode == "bm25":
             ids, scores = self.bm25.search(query, k, allowed=self._allowed(prefix))
         elif mode == "dense":

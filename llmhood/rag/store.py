@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llmhood.durable import fsync_path, fsync_tree
 from llmhood.errors import LLMHoodError
 
 POINTER = "CURRENT"
@@ -36,26 +37,6 @@ def write_json(path: Path, value: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file, then the directories: a rename must not outlive its contents."""
-    for path in sorted(directory.rglob("*"), key=lambda p: -len(p.parts)):
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Store:
@@ -142,7 +123,7 @@ class Store:
     def commit(self, partial: Path, name: str) -> tuple[Path, Path | None]:
         """Make a finished partial version the current one. Returns (new, previous)."""
         previous = self.current() if self.exists() else None
-        _fsync_tree(partial)
+        fsync_tree(partial)
         final = self.root / name
         os.replace(partial, final)
         pointer_tmp = self.root / f"{PARTIAL}{POINTER}-{os.getpid()}"
@@ -150,7 +131,7 @@ class Store:
         with open(pointer_tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(pointer_tmp, self.root / POINTER)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         return final, previous
 
     def prune(self, keep: Path) -> None:

@@ -27,18 +27,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from llmhood.durable import fsync_path
 from llmhood.errors import LLMHoodError
 
 LATEST = "latest"
 TENSORS = "trainable.safetensors"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -57,7 +50,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
