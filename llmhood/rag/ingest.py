@@ -214,7 +214,11 @@ def ingest(
         config = _write_version(partial, name, kb_id, settings, embedder, rows, vectors, manifest)
         final, previous = store.commit(partial, name)
         if previous is not None:
-            drop_index(read_json(previous / "config.json")["index"], previous)
+            try:
+                drop_index(read_json(previous / "config.json")["index"], previous)
+            except LLMHoodError as e:  # the new version is in use already; say what is left
+                print(f"llmhood: warning: the old version's index was not dropped: {e}",
+                      file=sys.stderr)  # fmt: skip
         store.prune(keep=final)
     report.version, report.wrote = name, True
     report.chunks, report.embedded = config["chunks"], len(new_rows)
