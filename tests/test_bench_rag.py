@@ -18,6 +18,8 @@ def test_peer_bm25_retrievers_rank_the_matching_text_first():
 
 def test_targets_and_report():
     report = {
+        "cpu": "a CPU",
+        "embedder": "an embedder",
         "bm25 recall@5": [
             {"set": "pydoc", "questions": 3, "llmhood": 1.0, "bm25s": 0.5, "rank_bm25": 0.25}
         ],
