@@ -7,6 +7,7 @@ This is the Python face of the CLI: `llmhood generate` is `LLM.generate`/`LLM.st
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from llmhood.generate import (
     generate_stream,
 )
 from llmhood.generate.chat_settings import ChatSettings, chat_settings
+from llmhood.generate.constrain.matcher import Constraint, Constraints
+from llmhood.generate.constrain.vocab import TokenVocab
 from llmhood.model import ModelConfig, Transformer
 from llmhood.model.fast import decode_step as fast_step
 from llmhood.registry import DEFAULT_MODEL, resolve
@@ -34,6 +37,10 @@ from llmhood.tokenizer import BPETokenizer
 # Tokens that end an assistant turn in the chat formats we know; the model's own EOS is
 # always included.
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|endoftext|>")
+
+
+class IncompleteConstraint(UserWarning):
+    """A streamed constrained generation stopped before its text was complete."""
 
 
 @dataclass
@@ -48,6 +55,8 @@ class LLM:
     chat_settings: ChatSettings = field(default_factory=ChatSettings)
     # The fine-tuned adapter running on the base, if any (llmhood.train.adapter.Adapter).
     adapter: Any = None
+    # This tokenizer's compiled constraints, built on first use (llmhood.generate.constrain).
+    _constraints: Constraints | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def config(self) -> ModelConfig:
@@ -70,6 +79,35 @@ class LLM:
         bos = self.tokenizer.add_bos if add_bos is None else add_bos
         return [self.tokenizer.encode(p, add_bos=bos) for p in prompts]
 
+    @property
+    def constraints(self) -> Constraints:
+        """The compiled constraints of this model's tokenizer: each distinct schema, regex
+        or grammar is compiled once and shared by every row and every call."""
+        if self._constraints is None:
+            vocab = TokenVocab.from_tokenizer(self.tokenizer, self.config.vocab_size)
+            self._constraints = Constraints(vocab)
+        return self._constraints
+
+    def processors(self, prompts: int, **constraint: Any) -> list[Constraint | None] | None:
+        """One constraint per prompt from at most one of json_schema=, regex=, grammar=:
+        a single value for every prompt, or a list with one value (or None) per prompt."""
+        given = {kind: value for kind, value in constraint.items() if value is not None}
+        if len(given) > 1:
+            raise LLMHoodError(
+                f"Give at most one of json_schema, regex and grammar; this call had "
+                f"{' and '.join(given)}."
+            )
+        if not given:
+            return None
+        kind, value = next(iter(given.items()))
+        values = value if isinstance(value, list) else [value] * prompts
+        if len(values) != prompts:
+            raise LLMHoodError(
+                f"{kind} is a list of {len(values)} for {prompts} prompts: give one per prompt "
+                "(None for a prompt without one), or a single value for all."
+            )
+        return [None if v is None else self.constraints.constraint(kind, v) for v in values]
+
     def _run(
         self,
         prompts: str | Sequence[str],
@@ -85,11 +123,17 @@ class LLM:
         stop: Sequence[str] = (),
         add_bos: bool | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> list[Generation] | Iterator[tuple[int, str]]:
+        json_schema: Any = None,
+        regex: str | list[str | None] | None = None,
+        grammar: str | list[str | None] | None = None,
+    ) -> tuple[list[Generation] | Iterator[tuple[int, str]], list[Constraint | None] | None]:
         if isinstance(prompts, str):
             prompts = [prompts]
         sampling = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
         sampling.validate()
+        processors = self.processors(
+            len(prompts), json_schema=json_schema, regex=regex, grammar=grammar
+        )
         args = (self.model, self.tokenizer, self.encode_prompts(prompts, add_bos))
         kwargs = dict(
             max_new_tokens=max_new_tokens,
@@ -97,22 +141,37 @@ class LLM:
             stop_token_ids=self.stop_token_ids,
             stop_strings=list(stop),
             batch_size=batch_size,
+            processors=processors,
         )
-        return generate_stream(*args, **kwargs) if stream else generate(*args, **kwargs)
+        run = generate_stream(*args, **kwargs) if stream else generate(*args, **kwargs)
+        return run, processors
 
     def generate(self, prompts: str | Sequence[str], **options) -> list[Generation]:
         """One `Generation` per prompt, in the order given. Options: max_new_tokens,
         temperature, top_k, top_p, min_p, repetition_penalty, seed, stop (strings), add_bos,
-        batch_size (prompts that run together; a long list runs in chunks of this size).
+        batch_size (prompts that run together; a long list runs in chunks of this size), and
+        at most one constraint: json_schema (a dict or JSON text), regex or grammar (GBNF
+        text), one for all prompts or a list with one per prompt (None: unconstrained).
 
         A prompt's result does not depend on which prompts share its batch or on batch_size:
-        see llmhood.generate.generate for what exactly is guaranteed."""
-        return self._run(prompts, stream=False, **options)
+        see llmhood.generate.generate for what exactly is guaranteed. A constrained text that
+        reached max_new_tokens before it was complete has `constraint_complete` False."""
+        return self._run(prompts, stream=False, **options)[0]
 
     def stream(self, prompt: str, **options) -> Iterator[str]:
-        """Text pieces of one prompt's continuation as soon as they are final."""
-        for _, piece in self._run([prompt], stream=True, **options):
+        """Text pieces of one prompt's continuation as soon as they are final. A constrained
+        text that stops before it is complete ends with an `IncompleteConstraint` warning."""
+        pieces, processors = self._run([prompt], stream=True, **options)
+        for _, piece in pieces:
             yield piece
+        if processors and not processors[0].complete:
+            warnings.warn(
+                "The constrained text stopped before it was complete (max_new_tokens or a stop "
+                "string came first): it does not match its schema, regex or grammar. Raise "
+                "max_new_tokens.",
+                IncompleteConstraint,
+                stacklevel=2,
+            )
 
     def chat_prompt(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt)

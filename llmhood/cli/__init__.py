@@ -13,10 +13,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from llmhood.cli import bench, experiment, generate, info, plot, rag, train
+from llmhood.cli import agent, bench, experiment, generate, info, plot, rag, train
 from llmhood.errors import LLMHoodError
 
-GROUPS = (info, generate, train, rag, bench, plot, experiment)
+GROUPS = (info, generate, train, rag, agent, bench, plot, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:

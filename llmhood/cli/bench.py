@@ -1,7 +1,8 @@
 """`llmhood bench`: llmhood's speed against transformers and llama.cpp (llmhood.speed.bench);
 `llmhood bench train`: its fine-tuning speed against peft and trl (llmhood.train.bench);
 `llmhood bench rag`: retrieval against bm25s, rank_bm25, sentence-transformers and faiss
-(llmhood.rag.bench)."""
+(llmhood.rag.bench); `llmhood bench constrain`: constrained decoding against xgrammar
+(llmhood.generate.constrain.bench)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
     # `llmhood bench` alone stays the inference benchmark; `train` is an optional subcommand
     # with options of its own (given after it).
-    what = p.add_subparsers(dest="bench", metavar="{train,rag}", required=False)
+    what = p.add_subparsers(dest="bench", metavar="{train,rag,constrain}", required=False)
     t = what.add_parser("train", help="LoRA fine-tuning speed against peft and trl, side by side")
     t.add_argument("--model", default=DEFAULT_MODEL, help="a model name or a .gguf file")
     t.add_argument("--steps", type=int, default=5, help="timed steps per run (default: 5)")
@@ -110,6 +111,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--quick", action="store_true", help="fewer chunks, no 1,000-file tree")
     r.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     r.set_defaults(func=cmd_bench_rag)
+    c = what.add_parser(
+        "constrain", help="JSON-schema constrained decoding: compile, mask and decode speed "
+        "against xgrammar",
+    )  # fmt: skip
+    c.add_argument("--model", default=DEFAULT_MODEL, help="a model name or a checkpoint")
+    c.add_argument(
+        "--repeat", type=int, default=5, help="runs per measurement; medians (default: 5)"
+    )
+    c.add_argument("--tokens", type=int, default=64,
+                   help="max new tokens per decoding run (default: 64)")  # fmt: skip
+    c.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    c.set_defaults(func=cmd_bench_constrain)
 
 
 def cmd_bench_train(args: argparse.Namespace) -> None:
@@ -140,4 +153,26 @@ def cmd_bench_rag(args: argparse.Namespace) -> None:
 
     report = rag_bench.run(args.quick, args.repeat, log=lambda line: print(line, file=sys.stderr))
     print(rag_bench.format_report(report))
+    save_json(args.json, report)
+
+
+def cmd_bench_constrain(args: argparse.Namespace) -> None:
+    if args.json:
+        writable(Path(args.json))
+    if args.repeat < 1 or args.tokens < 1:
+        raise LLMHoodError("--repeat and --tokens must be at least 1.")
+    if importlib.util.find_spec("xgrammar") is None:
+        raise LLMHoodError(
+            "llmhood bench constrain compares with xgrammar, which is not installed: "
+            "pip install xgrammar==0.2.9."
+        )
+    import llmhood
+    from llmhood.generate.constrain import bench as constrain_bench
+
+    llm = llmhood.load(args.model, progress=True)
+    report = constrain_bench.run(
+        llm, repeat=args.repeat, tokens=args.tokens,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(constrain_bench.format_report(report))
     save_json(args.json, report)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 
 from llmhood.cli import common
 from llmhood.cli.common import (
@@ -17,7 +21,9 @@ from llmhood.cli.common import (
 )
 from llmhood.errors import LLMHoodError
 from llmhood.generate import DEFAULT_BATCH_SIZE, check_batch_size
+from llmhood.generate.constrain.matcher import compile_dfa, load_schema, parse_grammar
 from llmhood.generate.prompt_file import EXAMPLE, FilePrompt, read_prompts
+from llmhood.llm import IncompleteConstraint
 
 DEMO_QUESTION = "What is the capital of France?"
 
@@ -36,9 +42,60 @@ def generate_prompts(args: argparse.Namespace) -> list[FilePrompt]:
     return read_prompts(args.prompts_file)
 
 
+def read_text(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise LLMHoodError(f"{option} {path}: no such file.") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise LLMHoodError(f"{option} {path}: cannot be read as UTF-8 text ({e}).") from e
+
+
+def constraint_options(args: argparse.Namespace) -> dict:
+    """--json-schema, --regex or --grammar, read and compiled once before the model loads,
+    so that a missing file, bad JSON or an unsupported schema is reported at once."""
+    if args.json_schema is not None:
+        text = read_text(args.json_schema, "--json-schema")
+        try:
+            schema = load_schema(text)
+            compile_dfa("json_schema", schema)
+        except LLMHoodError as e:
+            raise LLMHoodError(f"--json-schema {args.json_schema}: {e}") from e
+        return {"json_schema": schema}
+    if args.regex is not None:
+        compile_dfa("regex", args.regex)
+        return {"regex": args.regex}
+    if args.grammar is not None:
+        text = read_text(args.grammar, "--grammar")
+        try:
+            parse_grammar(text)
+        except LLMHoodError as e:
+            raise LLMHoodError(f"--grammar {args.grammar}: {e}") from e
+        return {"grammar": text}
+    return {}
+
+
+def warn_incomplete(which: str) -> None:
+    print(
+        f"llmhood: warning: {which} stopped at --max-new-tokens before its constrained text was "
+        "complete, so it does not match the constraint; raise --max-new-tokens.",
+        file=sys.stderr,
+    )
+
+
+def stream_constrained(pieces: Iterator[str]) -> None:
+    """Print a stream, and a warning on stderr if its constraint was left incomplete."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IncompleteConstraint)
+        print_stream(pieces)
+    if any(issubclass(w.category, IncompleteConstraint) for w in caught):
+        warn_incomplete("the text")
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     prompts = generate_prompts(args)
     options = sampling_options(args)
+    options.update(constraint_options(args))
     llm = common.load_for(args)
     texts = [p.text for p in prompts]
     chat = args.chat
@@ -49,12 +106,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
         options["add_bos"] = False
     if args.prompts_file is None and not args.json:
         if args.no_stream:
-            print(llm.generate(texts[0], **options)[0].text)
+            result = llm.generate(texts[0], **options)[0]
+            print(result.text)
+            if result.constraint_complete is False:
+                warn_incomplete("the text")
         else:
-            print_stream(llm.stream(texts[0], **options))
+            stream_constrained(llm.stream(texts[0], **options))
         return
     results = llm.generate(texts, batch_size=args.batch_size, **options)
     for i, (prompt, result) in enumerate(zip(prompts, results, strict=True)):
+        if result.constraint_complete is False:
+            warn_incomplete(f"prompt {i}")
         if args.json:
             where = {} if args.prompts_file is None else {"line": prompt.line}
             record = {"index": i, **where, "prompt": prompt.text, **asdict(result)}
@@ -146,6 +208,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help=f"prompts that run together (default: {DEFAULT_BATCH_SIZE})",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON object per prompt and line")
+    constrain = p.add_mutually_exclusive_group()
+    constrain.add_argument(
+        "--json-schema", default=None, metavar="FILE",
+        help="constrain the output to JSON that validates against the JSON Schema in FILE",
+    )  # fmt: skip
+    constrain.add_argument(
+        "--regex", default=None, metavar="RE", help="constrain the output to match RE in full"
+    )
+    constrain.add_argument(
+        "--grammar", default=None, metavar="FILE",
+        help="constrain the output to the grammar in FILE (GBNF notation, root rule `root`)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(

@@ -37,6 +37,16 @@ rounding noise; tests/test_batching.py checks 10 prompts of 1 to about 300 token
 for token. Bit-exact decoding would need kernels that sum in one fixed order whatever the
 shape, e.g. every matrix product padded to at least 12 rows, which makes single-prompt
 decoding about 3× slower on a CPU.
+
+Logits processors. Each prompt may bring a `LogitsProcessor` (a constraint such as a JSON
+schema, llmhood.generate.constrain.matcher), one per row or none. It sees its row's logits
+as the model returns them, on the plain and the fused decode path alike, before any
+sampling step, so every sampling setting draws from the tokens it allows only; then it
+follows the token drawn. A processor is given the stop tokens and decides when they may
+come (a constraint allows them once its text is complete). The guarantees above hold for
+constrained rows too: a processor's decisions depend on its own row's tokens alone. A
+constrained row that reaches max_new_tokens before its text is complete says so in
+`Generation.constraint_complete`.
 """
 
 from __future__ import annotations
@@ -60,6 +70,24 @@ FinishReason = Literal["stop", "length", "eos"]
 DEFAULT_BATCH_SIZE = 16
 
 
+class LogitsProcessor(Protocol):
+    """One row's say over its next token."""
+
+    def process(self, logits: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
+        """logits (V,) of the row's next token -> (V,), -inf where a token may not come.
+        stop_ids: (k,) int64, the batch's stop tokens."""
+        ...
+
+    def advance(self, token: int) -> None:
+        """Follow the token the row drew (never a stop token: those end the row)."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """The row's text is complete as far as the processor is concerned."""
+        ...
+
+
 class Tokenizer(ByteTokenizer, Protocol):
     """What generation needs from a tokenizer (llmhood.tokenizer.BPETokenizer)."""
 
@@ -74,6 +102,9 @@ class Generation:
     token_ids: list[int]
     prompt_tokens: int
     finish_reason: FinishReason  # "stop": stop string; "eos": stop token; "length": limit
+    # With a constraint: whether the text is complete (False: it stopped at max_new_tokens,
+    # or at a stop string, before the constraint was satisfied). None without a constraint.
+    constraint_complete: bool | None = None
 
 
 @dataclass
@@ -84,6 +115,7 @@ class _Row:
     ids: list[int]  # prompt + new tokens, as the repetition penalty sees them
     prompt_tokens: int
     decoder: StreamDecoder
+    processor: LogitsProcessor | None = None
     pieces: list[str] = field(default_factory=list)
     finish_reason: FinishReason | None = None
 
@@ -93,6 +125,8 @@ class _Row:
             self.finish_reason = "eos"
             piece = self.decoder.flush()
         else:
+            if self.processor is not None:
+                self.processor.advance(token)
             self.ids.append(token)
             piece = self.decoder.push(token)
             if self.decoder.stopped:
@@ -110,6 +144,7 @@ class _Row:
             token_ids=self.ids[self.prompt_tokens :],
             prompt_tokens=self.prompt_tokens,
             finish_reason=self.finish_reason,
+            constraint_complete=None if self.processor is None else self.processor.complete,
         )
 
 
@@ -140,17 +175,20 @@ def generate_stream(
     stop_token_ids: set[int],
     stop_strings: Sequence[str] = (),
     batch_size: int = DEFAULT_BATCH_SIZE,
+    processors: Sequence[LogitsProcessor | None] | None = None,
 ) -> Iterator[tuple[int, str]]:
     """Generate for every prompt, yielding (row, text piece) as text becomes final.
 
     `row` indexes `prompt_ids`. Generation of a row ends at a token in `stop_token_ids` or
     the tokenizer's EOS, at a stop string (which is not shown), or after `max_new_tokens`.
     At most `batch_size` prompts run together; the next chunk starts when one has finished.
+    `processors`: one LogitsProcessor or None per prompt (each used by one row only), or None.
     Arguments are checked here, before the first token, not when iteration starts.
     """
     batch = _start(
-        model, tokenizer, prompt_ids, max_new_tokens, sampling, stop_token_ids, stop_strings
-    )
+        model, tokenizer, prompt_ids, max_new_tokens, sampling, stop_token_ids, stop_strings,
+        processors,
+    )  # fmt: skip
     check_batch_size(batch_size)
     return _run_chunks(model, batch, batch_size)
 
@@ -164,11 +202,13 @@ def generate(
     stop_token_ids: set[int],
     stop_strings: Sequence[str] = (),
     batch_size: int = DEFAULT_BATCH_SIZE,
+    processors: Sequence[LogitsProcessor | None] | None = None,
 ) -> list[Generation]:
     """`generate_stream`, run to the end: one Generation per prompt, in prompt order."""
     batch = _start(
-        model, tokenizer, prompt_ids, max_new_tokens, sampling, stop_token_ids, stop_strings
-    )
+        model, tokenizer, prompt_ids, max_new_tokens, sampling, stop_token_ids, stop_strings,
+        processors,
+    )  # fmt: skip
     check_batch_size(batch_size)
     for _ in _run_chunks(model, batch, batch_size):
         pass
@@ -192,6 +232,7 @@ def _start(
     sampling: SamplingParams,
     stop_token_ids: set[int],
     stop_strings: Sequence[str],
+    processors: Sequence[LogitsProcessor | None] | None,
 ) -> _Batch:
     """Check the request and set up one row per prompt."""
     sampling.validate()
@@ -227,19 +268,47 @@ def _start(
                 f"{name} holds token id {bad[0]}, but the model's vocabulary has ids 0 to "
                 f"{vocab - 1}: the tokenizer does not belong to this model."
             )
-    rows = [
-        _Row(i, list(prompt), len(prompt), StreamDecoder(tokenizer, stop_strings))
-        for i, prompt in enumerate(prompt_ids)
-    ]
+    processors = [None] * len(prompt_ids) if processors is None else list(processors)
+    if len(processors) != len(prompt_ids):
+        raise LLMHoodError(
+            f"{len(processors)} logits processors were given for {len(prompt_ids)} prompts: "
+            "give one per prompt (None for a prompt without one)."
+        )
+    if len({id(p) for p in processors if p is not None}) < sum(p is not None for p in processors):
+        raise LLMHoodError(
+            "The same logits processor was given for two prompts, but a processor follows "
+            "one row's tokens: give each prompt its own."
+        )
     stop_ids = set(stop_token_ids)
     if tokenizer.eos_id is not None:
         stop_ids.add(tokenizer.eos_id)
+    if not stop_ids and any(p is not None for p in processors):
+        raise LLMHoodError(
+            "A constrained generation needs a stop token, to end once the text is complete, "
+            "but the tokenizer has no end-of-sequence token and none was given."
+        )
+    rows = [
+        _Row(i, list(prompt), len(prompt), StreamDecoder(tokenizer, stop_strings), processor)
+        for i, (prompt, processor) in enumerate(zip(prompt_ids, processors, strict=True))
+    ]
     return _Batch(rows, max_new_tokens, sampling, stop_ids)
 
 
 def _run_chunks(model: Transformer, batch: _Batch, batch_size: int) -> Iterator[tuple[int, str]]:
     for chunk in batch.chunks(batch_size):
         yield from _run(model, chunk)
+
+
+def _process(logits: torch.Tensor, rows: list[_Row], stop_ids: torch.Tensor) -> torch.Tensor:
+    """Each row's logits (bs, V) through its processor, if it has one."""
+    if all(row.processor is None for row in rows):
+        return logits
+    return torch.stack(
+        [
+            logits[i] if row.processor is None else row.processor.process(logits[i], stop_ids)
+            for i, row in enumerate(rows)
+        ]
+    )
 
 
 def _run(model: Transformer, batch: _Batch) -> Iterator[tuple[int, str]]:
@@ -267,7 +336,9 @@ def _run(model: Transformer, batch: _Batch) -> Iterator[tuple[int, str]]:
             cache.fill_row(i, alone, end=width)
     cache.advance(width)
     logits = torch.cat(first_logits)  # (bs, V)
+    stop_ids = torch.tensor(sorted(batch.stop_ids), dtype=torch.long, device=device)  # (k,)
     for step in range(batch.max_new_tokens):
+        logits = _process(logits, rows, stop_ids)
         next_ids = sample(logits, batch.sampling, generators, [row.ids for row in rows])  # (bs,)
         for row, token in zip(rows, next_ids.tolist(), strict=True):
             piece = row.add(token, batch.stop_ids, batch.max_new_tokens)

@@ -64,8 +64,10 @@ def inspect_data(
     seq_len: int = 512,
     train_on_prompt: bool = False,
     color: bool = False,
-    out=sys.stdout,
+    out=None,
 ) -> dataset.DataReport:
+    """`out`: where to print (default: sys.stdout as it is when called, not at import)."""
+    out = sys.stdout if out is None else out
     if rows < 0:
         raise LLMHoodError(f"--rows {rows} must be ≥ 0.")
     dataset.data_files(path)  # a missing file says so before the tokenizer loads

@@ -1,0 +1,262 @@
+"""One model turn that may call tools: `call_tools`, and `decide`, which also says how it went.
+
+Small models asked for a call write prose, broken JSON or tools that do not exist. With
+`constrained=True` (the default) a turn has two parts:
+
+1. **Choose.** After the call format's opening (`<tool_call>[` and the newline SmolLM2 writes
+   there, llmhood.agent.formats), the candidates are "no call" (`]`) and a call to each tool
+   (`{"name": "<tool>"`). Each is scored by the model's log-probability of its whole text, from
+   one prefill of the prompt. Token by token, the choice of a name would fall to its first token
+   alone: SmolLM2 asked about the weather puts its weight on `weather`, which no tool name
+   starts with, and the rest is spread over `get` and `calc` nearly at random. Whole names do
+   not have this problem. The first token barely tells fitting questions from others, so a
+   question that fits no tool by meaning is "no call" before the model is asked
+   (llmhood.agent.relevance); `no_call_bias`, added to the log-probability of "no call", is a
+   further knob (default 0).
+2. **Fill.** The chosen call's arguments, and any further calls (parallel calls), are generated
+   under a regular expression built from the schemas (llmhood.generate.constrain), so every
+   reply parses and validates by construction. A small model sometimes repeats itself inside
+   a string, or calls the same tool again and again, until the token limit; the turn is then
+   written once more with every string, list and the number of calls bounded, so that it ends.
+
+Unconstrained, the reply is generated freely and parsed with a JSON parser; prose and broken
+JSON are "not a call".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jsonschema
+import torch
+
+from llmhood.agent import relevance
+from llmhood.agent.formats import (
+    SMOLLM2,
+    ToolCall,
+    ToolFormat,
+    ToolSpec,
+    calls_schema,
+    parse_call_list,
+    tool_spec,
+)
+from llmhood.errors import LLMHoodError
+from llmhood.generate.constrain.json_schema import schema_to_regex
+
+# Added to the log-probability of "no call" when choosing (see the module docstring).
+NO_CALL_BIAS = 0.0
+MAX_CALL_TOKENS = 384  # a reply holding a few calls with their arguments
+SEPARATORS = (", ", ": ")  # json.dumps's layout, which the model's own calls follow
+BOUNDED_STRING = 32  # the retry's bound on a string's characters (`bounded`)
+BOUNDED_ITEMS = 4  # and on a list's items, and the calls of one turn
+
+
+@dataclass
+class Turn:
+    """What one model turn produced, for the loop, the trace and the benchmark."""
+
+    raw: str  # the reply as generated (with the call format's opening when constrained)
+    calls: list[ToolCall] | None  # None: the reply was not a call (prose or broken JSON)
+    errors: list[str] = field(default_factory=list)  # calls that name no tool or fail validation
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+    complete: bool = True  # False: the token limit cut the reply short
+
+    @property
+    def valid(self) -> bool:
+        """The reply parsed, and every call named a tool with arguments valid for it."""
+        return self.calls is not None and not self.errors
+
+
+def check_calls(calls: Sequence[ToolCall], tools: Sequence[ToolSpec]) -> list[str]:
+    """What is wrong with each call, in words a model can act on; [] when all are valid."""
+    by_name = {spec.name: spec for spec in tools}
+    problems = []
+    for call in calls:
+        spec = by_name.get(call.name)
+        if spec is None:
+            problems.append(
+                f"There is no tool named {call.name!r}; the tools are: {', '.join(by_name)}."
+            )
+            continue
+        try:
+            jsonschema.validate(call.arguments, spec.parameters)
+        except jsonschema.ValidationError as e:
+            where = "/".join(str(p) for p in e.absolute_path) or "the arguments"
+            problems.append(f"Invalid arguments for {call.name}: at {where}, {e.message}.")
+    return problems
+
+
+def prompt_for(
+    llm, messages: Sequence[dict[str, Any]], tools: Sequence[ToolSpec], fmt: ToolFormat
+) -> str:
+    """The rendered prompt: the conversation in the format, through the model's template."""
+    return llm.chat_prompt(fmt.messages(messages, tools))
+
+
+def decide(
+    llm,
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[Any],
+    *,
+    constrained: bool = True,
+    fmt: ToolFormat = SMOLLM2,
+    max_new_tokens: int = MAX_CALL_TOKENS,
+    no_call_bias: float = NO_CALL_BIAS,
+    relevance_floor: float | None = relevance.FLOOR,
+    **sampling: Any,
+) -> Turn:
+    """One model turn: the reply, the calls in it, and whether they are valid.
+
+    Constrained, a turn whose last user message fits no tool (cosine below
+    `relevance_floor`, llmhood.agent.relevance; None turns the gate off) is "no call" at once;
+    only the first turn of a task is gated, since later ones answer tool results."""
+    specs = [tool_spec(t) for t in tools]
+    if not specs:
+        raise LLMHoodError("No tools were given: a tool call needs at least one tool.")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise LLMHoodError(f"Two tools share a name in {names}: each tool needs its own name.")
+    prompt = prompt_for(llm, messages, specs, fmt)
+    options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": 0.0, **sampling}
+    options.pop("json_schema", None)
+    started = time.perf_counter()
+    if constrained:
+        opening = fmt.call_prefix
+        gated = relevance_floor is not None and messages and messages[-1].get("role") == "user"
+        fits = not gated or bool(
+            (
+                relevance.similarities(relevance.last_user_text(messages), specs) >= relevance_floor
+            ).any()
+        )
+        head = _choose(llm, prompt + opening, specs, no_call_bias) if fits else None
+        if head is None:
+            raw, body, generation = opening + "]", "[]", None
+        else:
+            generation = llm.generate(prompt + opening + head, add_bos=False,
+                                      regex=_rest_regex(head, specs), **options)[0]  # fmt: skip
+            if generation.constraint_complete is False:
+                # A value ran on to the token limit (a small model repeats itself inside a
+                # string): once more, with every string and list bounded.
+                short = [replace(s, parameters=bounded(s.parameters)) for s in specs]
+                generation = llm.generate(prompt + opening + head, add_bos=False,
+                                          regex=_rest_regex(head, short, BOUNDED_ITEMS - 1),
+                                          **options)[0]  # fmt: skip
+            raw = opening + head + generation.text
+            body = "[" + head + generation.text
+    else:
+        generation = llm.generate(prompt, add_bos=False, **options)[0]
+        raw = body = generation.text
+    seconds = time.perf_counter() - started
+    calls = parse_call_list(body) if constrained else fmt.parse(body)
+    complete = generation is None or generation.constraint_complete is not False
+    errors = [] if calls is None else check_calls(calls, specs)
+    if constrained and not complete:
+        errors.append(f"The reply was cut off by the limit of {max_new_tokens} tokens.")
+    return Turn(
+        raw=raw,
+        calls=calls,
+        errors=errors,
+        prompt_tokens=len(llm.tokenizer.encode(prompt))
+        if generation is None
+        else generation.prompt_tokens,
+        new_tokens=0 if generation is None else len(generation.token_ids),
+        seconds=seconds,
+        complete=complete,
+    )
+
+
+def _choose(llm, prompt: str, specs: Sequence[ToolSpec], no_call_bias: float) -> str | None:
+    """The start of the reply: None for "no call", else `{"name": "<tool>", "arguments": `
+    for the tool whose name the model finds likeliest.
+
+    Whether to call is the first token's choice, `]` against the `{` every call starts with;
+    which tool is the rest of the call's opening, its name, scored whole."""
+    heads = [f'{{"name": "{spec.name}", "arguments": ' for spec in specs]
+    scored = continuation_logprobs(llm, prompt, ["]", *(h[: h.index('", "a') + 1] for h in heads)])
+    best = max(range(len(heads)), key=lambda i: sum(scored[i + 1][1:]))
+    call = max(tokens[0] for tokens in scored[1:])
+    return None if scored[0][0] + no_call_bias > call else heads[best]
+
+
+def bounded(schema: Any) -> Any:
+    """`schema` with a length bound on every string and list that has none, so that a reply
+    written under it ends well within the token limit."""
+    if isinstance(schema, list):
+        return [bounded(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: bounded(value) for key, value in schema.items() if key not in ("enum", "const")}
+    out.update({key: schema[key] for key in ("enum", "const") if key in schema})
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "string" in kinds and not any(k in schema for k in ("maxLength", "enum", "const", "format")):
+        out["maxLength"] = BOUNDED_STRING
+    if "array" in kinds and "maxItems" not in schema:
+        out["maxItems"] = BOUNDED_ITEMS
+    return out
+
+
+def _rest_regex(head: str, specs: Sequence[ToolSpec], most: int | None = None) -> str:
+    """After `head`: the chosen tool's arguments, then up to `most` more calls to any tool
+    (None: any number), then `]`. Between calls and before `]`, the line break SmolLM2 was
+    trained to write there is allowed too."""
+    chosen = next(s for s in specs if head.startswith(f'{{"name": "{s.name}"'))
+    arguments = schema_to_regex(chosen.parameters, separators=SEPARATORS)
+    call = schema_to_regex(calls_schema(specs)["items"], separators=SEPARATORS)
+    repeat = "*" if most is None else f"{{0,{most}}}"
+    return f"{arguments}\\}}(,[ \\n]{call}){repeat}\\n?\\]"
+
+
+def continuation_logprobs(llm, prompt: str, continuations: Sequence[str]) -> list[list[float]]:
+    """Each continuation's tokens' log-probabilities given the prompt and the tokens before
+    them, from one prefill of the prompt.
+
+    The prompt's keys and values are copied into one row per continuation, and the
+    continuations run as one right-padded batch: padding after a continuation's last token
+    cannot change its earlier positions under the causal mask, so no mask is needed."""
+    model = llm.model
+    prompt_ids = llm.tokenizer.encode(prompt)
+    tails = [llm.tokenizer.encode(c) for c in continuations]
+    width = max(len(t) for t in tails)
+    device = model.tok_embeddings.weight.device
+    with torch.inference_mode():
+        alone = model.new_cache(1, len(prompt_ids))
+        first = model(torch.tensor([prompt_ids], device=device), cache=alone, last_only=True)
+        first = first[0, -1].log_softmax(-1)  # (V,)
+        cache = model.new_cache(len(tails), len(prompt_ids) + width)
+        for row in range(len(tails)):
+            cache.fill_row(row, alone, end=len(prompt_ids))
+        cache.advance(len(prompt_ids))
+        batch = torch.tensor([t + [t[-1]] * (width - len(t)) for t in tails], device=device)
+        logits = model(batch, cache=cache)  # (n, width, V)
+        logprobs = logits.log_softmax(-1)
+    return [
+        [float(first[tail[0]])]
+        + [float(logprobs[row, j - 1, tail[j]]) for j in range(1, len(tail))]
+        for row, tail in enumerate(tails)
+    ]
+
+
+def call_tools(
+    llm,
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[Any],
+    constrained: bool = True,
+    **options: Any,
+) -> list[ToolCall]:
+    """The calls the model makes in one turn; [] when it calls nothing.
+
+    `messages` are OpenAI-style ({"role", "content"}, assistant `tool_calls`, role "tool");
+    `tools` are OpenAI tool dicts, bare function dicts or llmhood Tools. Unconstrained, a reply
+    that is prose, broken JSON, or names an unknown tool, counts as no call.
+    """
+    turn = decide(llm, messages, tools, constrained=constrained, **options)
+    if turn.calls is None:
+        return []
+    known = {tool_spec(t).name for t in tools}
+    return [call for call in turn.calls if call.name in known]
