@@ -9,11 +9,14 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# bfcl-eval (BFCL's questions and checker, for tests/test_bfcl.py and bench-agent) goes in
+# without its dependencies: API clients and an old numpy that its checker does not need.
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c requirements/constraints.txt -e '.[test]'
 	$(PIP) install -q --no-deps --require-hashes -r requirements/assets.txt
+	$(PIP) install -q --no-deps bfcl-eval==2026.3.23
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -63,11 +66,9 @@ bench-rag: $(STAMP)
 
 # Not part of `make test`: tool calling on the Berkeley Function Calling Leaderboard's non-live
 # categories, scored by BFCL's own checker (hours on 2 cores for all 1,240 questions in both
-# modes; LIMIT=20 samples each category). bfcl-eval is installed without its dependencies: it
-# declares API clients and an old numpy that its checker does not need.
+# modes; LIMIT=20 samples each category). bfcl-eval comes with the venv (see above).
 LIMIT ?=
 bench-agent: $(STAMP)
-	$(PIP) install -q --no-deps bfcl-eval==2026.3.23
 	$(VENV)/bin/llmhood bench agent $(if $(LIMIT),--limit $(LIMIT)) --json out/bench-agent.json
 
 # Not part of `make test`: the Milvus backend against a real Milvus server (the PyPI package
