@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from llmhood.agent.call import Turn, decide
 from llmhood.agent.formats import ToolCall, get_format
-from llmhood.agent.toolbox import Tool, as_tools
+from llmhood.agent.toolbox import as_tools
+from llmhood.agent.tools import Toolbox
 from llmhood.errors import LLMHoodError
 
 ANSWER_SYSTEM = (
@@ -95,7 +96,7 @@ class Agent:
                 "need a few hundred tokens; give at least 256."
             )
         self.llm = llm
-        self.tools: list[Tool] = as_tools(tools, kb=kb)
+        self.tools: Toolbox = as_tools(tools, kb=kb)
         if not self.tools:
             raise LLMHoodError("An agent needs at least one tool: give tools= or kb=.")
         self.constrained = constrained
@@ -156,16 +157,9 @@ class Agent:
         return [{"role": "system", "content": self.system}, *messages] if self.system else messages
 
     def _execute(self, call: ToolCall) -> ToolResult:
-        by_name = {tool.name: tool for tool in self.tools}
         started = time.perf_counter()
-        tool = by_name.get(call.name)
-        if tool is None:
-            output, ok = (f"Error: there is no tool named {call.name!r}; the tools are "
-                          f"{', '.join(by_name)}."), False  # fmt: skip
-        else:
-            observation = tool.run(call.arguments, timeout=self.tool_timeout)
-            output, ok = observation.content, observation.ok
-        return ToolResult(call, output, ok, time.perf_counter() - started)
+        observation = self.tools.run(call.name, call.arguments, timeout=self.tool_timeout)
+        return ToolResult(call, observation.content, observation.ok, time.perf_counter() - started)
 
     def _answer(self, messages: list[dict[str, Any]], steps: list[Step]) -> str:
         """The final reply as free text, with the tools' results in the conversation."""

@@ -11,23 +11,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmhood.agent.tools import Tool
+from llmhood.agent.tools import Tool, Toolbox
 from llmhood.errors import LLMHoodError
 
 
-def as_tools(tools: Sequence[Any], kb: Any = None) -> list[Tool]:
-    """Tools from functions, Tools or dicts, plus a search tool over `kb` when given; names
-    must be unique, since the model calls a tool by its name."""
-    out = [Tool.of(tool) for tool in tools]
+def as_tools(tools: Sequence[Any], kb: Any = None) -> Toolbox:
+    """Tools from functions, Tools or dicts, plus a search tool over `kb` when given, by name
+    (Toolbox refuses two tools of one name: the model calls a tool by its name)."""
+    out = list(tools)
     if kb is not None:
         from llmhood.agent.kb_search import KnowledgeBaseSearch
 
         out.append(Tool.from_function(KnowledgeBaseSearch(kb).search_knowledge_base))
-    names = [tool.name for tool in out]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise LLMHoodError(f"Two tools are named {', '.join(twice)}: give each its own name.")
-    return out
+    return Toolbox(out)
 
 
 def builtin_tools(names: Sequence[str], root: str | Path = ".") -> list[Tool]:
