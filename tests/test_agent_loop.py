@@ -130,6 +130,9 @@ def test_bad_tools_say_what_is_wrong(tiny_llm):
         agent.call_tools(tiny_llm, messages, [])
     with pytest.raises(LLMHoodError, match="share a name"):
         agent.call_tools(tiny_llm, messages, [get_weather, get_weather])
+    for option in ("json_schema", "regex", "grammar"):
+        with pytest.raises(LLMHoodError, match=f"{option} cannot be given to a tool-calling"):
+            agent.call_tools(tiny_llm, messages, [get_weather], **{option: "x"})
 
 
 @dataclass
@@ -242,3 +245,79 @@ def test_real_model_uses_the_calculator(smollm2, tmp_path):
     assert result.calls and result.calls[0].name == "calculator"
     assert result.steps[0].results[0].output == "409.5"  # 0.175 × 2340, by the closed form
     assert "409.5" in result.text
+
+
+def test_a_repeated_call_ends_the_list():
+    """A small model that repeats a call repeats it to the token limit: the fill stops at the
+    first call equal to an earlier one, drops it and closes the list, reading no further."""
+    from llmhood.agent.call import CallReader, _fill
+
+    head = '{"name": "play", "arguments": '
+    pieces = ['{"artist": "A"}}', ", ", head, '{"artist": "B"}}', ",\n", head,
+              '{"artist": "A"}}', ", ", head, '{"artist": "B"}}', "]"]  # fmt: skip
+    read = []
+
+    class Streams:
+        def stream(self, prompt, **options):
+            assert prompt.endswith(head) and options["regex"] == "R"
+            for piece in pieces:
+                read.append(piece)
+                yield piece
+
+    text, complete = _fill(Streams(), "<tool_call>[\n", head, "R", {})
+    assert complete and len(read) == 7  # stopped once the third call was whole
+    assert json.loads("[" + head + text) == [
+        {"name": "play", "arguments": {"artist": "A"}},
+        {"name": "play", "arguments": {"artist": "B"}},
+    ]
+    reader = CallReader()  # a call is read only when whole, and only once
+    assert reader.repeat_at('[{"a": 1}, {"a"') is None and len(reader.calls) == 1
+    assert reader.repeat_at('[{"a": 1}, {"a": 2}, {"a": 1}') == len('[{"a": 1}, {"a": 2}')
+    pieces[:] = ['{"artist": "A"}}', ", ", head, '{"artist": "B', "BBBB"]  # cut off
+    read.clear()
+    text, complete = _fill(Streams(), "", head, "R", {})
+    assert not complete and len(read) == len(pieces) and text == "".join(pieces)
+
+
+def test_the_retry_bounds_every_value():
+    """The retry after a reply ran to the token limit writes under `bounded(schema)` and
+    BOUNDED_DIGITS: what was valid and short stays valid, and a long string, a long list, a
+    big or deep free-form object and a long number are refused, by jsonschema (where a schema
+    says it) and by the retry's own automaton."""
+    from llmhood.agent.call import (
+        BOUNDED_DIGITS,
+        BOUNDED_ITEMS,
+        BOUNDED_STRING,
+        SEPARATORS,
+        _rest_regex,
+        bounded,
+    )
+    from llmhood.agent.formats import ToolSpec
+    from llmhood.generate.constrain.regex import compile_regex
+
+    schema = {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"enum": ["c", "f"]}, "n": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string"}}, "extra": {"type": "object"}},
+        "required": ["city"]}  # fmt: skip
+    short = bounded(schema)
+    head = '{"name": "f", "arguments": '
+    dfa = compile_regex(_rest_regex(head, [ToolSpec("f", "", schema)], short=True))
+
+    def written(arguments):
+        return (json.dumps(arguments, separators=SEPARATORS) + "}\n]").encode()
+
+    long = "x" * (BOUNDED_STRING + 1)
+    fine = {"city": "Oslo", "unit": "c", "n": -12.25, "tags": ["a"] * BOUNDED_ITEMS,
+            "extra": {"k": 1.5}}  # fmt: skip
+    too_much = [{"city": long}, {"city": "x", "tags": ["a"] * (BOUNDED_ITEMS + 1)},
+                {"city": "x", "extra": {str(i): i for i in range(BOUNDED_ITEMS + 1)}},
+                {"city": "x", "extra": {"k": {"deep": 1}}}, {"city": "x", "extra": {long: 1}},
+                {"city": "x", "extra": {"k": long}}]  # fmt: skip
+    jsonschema.validate(fine, short)
+    assert dfa.matches(written(fine))
+    for document in too_much:
+        jsonschema.validate(document, schema)  # valid before, refused after
+        assert not jsonschema.Draft202012Validator(short).is_valid(document), document
+        assert not dfa.matches(written(document)), document
+    assert not dfa.matches(written({"city": "x", "n": 10**BOUNDED_DIGITS}))
+    assert not dfa.matches(b'{"city": "x", "n": 1e5}}\n]')  # no exponent

@@ -423,3 +423,17 @@ def test_json_path_that_cannot_be_written(tmp_path):
     blocker.write_text("")
     with pytest.raises(LLMHoodError, match="cannot write the per-question results"):
         bench.run(args(limit=1, json=blocker / "out.json"), answer)
+
+
+def test_the_cli_has_bench_agent(tmp_path):
+    """`llmhood bench agent` is the command the README names; bad options fail before any
+    model loads (the run takes under a few seconds, where a load would take longer)."""
+    cli = [sys.executable, "-m", "llmhood"]
+    shown = subprocess.run([*cli, "bench", "agent", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--categories" in shown.stdout and "--adapter" in shown.stdout
+    for bad, message in ((["--limit", "0"], "--limit must be at least 1"),
+                         (["--categories", "nope"], "Unknown BFCL category nope"),
+                         (["--json", str(tmp_path)], "give a file path")):  # fmt: skip
+        done = subprocess.run([*cli, "bench", "agent", *bad], capture_output=True, text=True)
+        assert done.returncode != 0 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

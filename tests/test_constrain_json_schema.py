@@ -98,6 +98,16 @@ LINKED = {
 # (schema, valid instances, invalid instances). Valid ones list properties in schema order,
 # as the decoder writes them; jsonschema decides validity in the test itself.
 CASES: dict[str, tuple[Any, list[Any], list[Any]]] = {
+    "bounded map": (
+        {
+            "type": "object",
+            "maxProperties": 2,
+            "additionalProperties": {"type": "integer"},
+            "propertyNames": {"maxLength": 3},
+        },
+        [{}, {"ab": 1}, {"abc": -2, "": 0}, {"\u00e9\u00e9": 7}],
+        [{"a": 1, "b": 2, "c": 3}, {"abcd": 1}, {"a": "x"}],
+    ),
     "weather": (
         WEATHER,
         [
@@ -685,6 +695,11 @@ def test_schema_given_as_json_text() -> None:
         ({"type": "foo"}, "not a JSON Schema type"),
         ({"enum": []}, "non-empty list"),
         ({"type": "array", "minItems": 3, "maxItems": 2}, "'maxItems' at #"),
+        ({"properties": {"a": {}, "b": {}}, "maxProperties": 1}, "'maxProperties' at #"),
+        ({"properties": {"a": {}}, "propertyNames": {"maxLength": 1}}, "'propertyNames' at #"),
+        ({"type": "object", "propertyNames": {"type": "integer"}}, "'propertyNames' at #"),
+        ({"type": "object", "propertyNames": {"enum": ["a"]}}, "'enum' at #/propertyNames"),
+        ({"type": "object", "maxProperties": 5000}, "'maxProperties' at #"),
         ({"type": "string", "minLength": -1}, "'minLength' at #"),
         ({"properties": {"a": {"not": {}}}, "required": ["a"]}, "'not' at #/properties/a"),
         ({"type": "object", "properties": {"n": LINKED}, "required": ["n"], "$defs": {}}, None),
@@ -719,3 +734,46 @@ def test_regex_form_compiles_to_the_same_language() -> None:
     # The regex is also valid Python syntax with the same full matches (re is the reference).
     doc = dumps({"location": "x", "unit": "celsius", "days": 3}, (", ", ": "))
     assert re.fullmatch(text, doc)
+
+
+def test_max_digits_bounds_every_number() -> None:
+    """With max_digits D, numbers lie within ±(10**D - 1), with at most D decimals and no
+    exponent: a document's numbers cannot run on. The values allowed are a subset of the
+    schema's, checked against jsonschema, and a DFA of bounded numbers only is acyclic (its
+    language is finite)."""
+    schema = {"type": "object", "properties": {
+        "n": {"type": "number"}, "i": {"type": "integer"},
+        "low": {"type": "integer", "minimum": -5}, "r": {"type": "number", "maximum": 2}},
+        "required": ["n", "i", "low", "r"]}  # fmt: skip
+    dfa = compile_regex(schema_to_regex(schema, separators=(",", ":"), max_digits=3))
+    good = [{"n": 998.999, "i": -999, "low": -5, "r": 1.5}, {"n": 0, "i": 0, "low": 999, "r": -2}]
+    bad = [{"n": 1000, "i": 0, "low": 0, "r": 0}, {"n": 1.2345, "i": 0, "low": 0, "r": 0},
+           {"n": 1e5, "i": 0, "low": 0, "r": 0}, {"n": 0, "i": 1234, "low": 0, "r": 0},
+           {"n": 0, "i": 0, "low": -6, "r": 0}, {"n": 0, "i": 0, "low": 0, "r": 2.5}]  # fmt: skip
+    for document in good:
+        assert is_valid(schema, document)
+        assert dfa.matches(json.dumps(document, separators=(",", ":")).encode()), document
+    for document in bad:
+        assert not dfa.matches(json.dumps(document, separators=(",", ":")).encode()), document
+    assert not dfa.matches(b'{"n":1.50,"i":0,"low":0,"r":0}')  # a subset: no trailing zeros
+    assert dfa.matches(b'{"n":1.5,"i":0,"low":0,"r":0.0}')
+    dist = distances(dfa)
+    rng = random.Random(0)
+    for _ in range(50):
+        assert is_valid(schema, json.loads(random_document(dfa, dist, rng, budget=200)))
+    live = [s for s in range(1, len(dfa.transitions)) if dist[s] < 1 << 30]
+    graph = {s: {int(t) for t in dfa.transitions[s] if t and dist[t] < 1 << 30} for s in live}
+    done: set[int] = set()
+
+    def acyclic(state: int, path: frozenset[int]) -> bool:
+        if state in path:
+            return False
+        if state in done:
+            return True
+        ok = all(acyclic(t, path | {state}) for t in graph[state])
+        done.add(state)
+        return ok
+
+    assert acyclic(dfa.start, frozenset())
+    with pytest.raises(LLMHoodError, match="max_digits must be a whole number"):
+        schema_to_regex(schema, max_digits=0)

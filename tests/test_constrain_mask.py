@@ -160,6 +160,21 @@ def test_masks_are_computed_once_per_state(small_vocab):
     assert masks(2) is masks(2) and len(masks) == 1
 
 
+def test_small_dfas_get_every_mask_at_compile_time(small_vocab):
+    """At most PRECOMPUTE_STATES states: every live state's mask is there before decoding,
+    equal to the one computed on first visit; above it, none is."""
+    walk = TrieWalk.build(small_vocab)
+    dfa = NUMBER[1]
+    eager = CompiledDFA(dfa, small_vocab, walk)
+    live = {s for s in range(1, len(dfa.transitions)) if dfa.transitions[s].any()}
+    assert len(eager.masks) == len(live) >= 2
+    lazy = CompiledDFA(dfa, small_vocab, walk, precompute=len(dfa.transitions) - 1)
+    assert len(lazy.masks) == 0
+    for state in live:
+        assert torch.equal(lazy.masks(state), eager.masks(state))
+    assert len(lazy.masks) == len(live)
+
+
 def test_switch_to_numpy_by_environment(monkeypatch, small_vocab):
     monkeypatch.setenv(mask_module.FAST_ENV, "0")
     assert StateMasks(TrieWalk.build(small_vocab), NUMBER[1].transitions).fast is False

@@ -25,7 +25,9 @@ JSON are "not a call".
 
 from __future__ import annotations
 
+import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,13 +47,15 @@ from llmhood.agent.formats import (
 )
 from llmhood.errors import LLMHoodError
 from llmhood.generate.constrain.json_schema import schema_to_regex
+from llmhood.llm import IncompleteConstraint
 
 # Added to the log-probability of "no call" when choosing (see the module docstring).
 NO_CALL_BIAS = 0.0
 MAX_CALL_TOKENS = 384  # a reply holding a few calls with their arguments
 SEPARATORS = (", ", ": ")  # json.dumps's layout, which the model's own calls follow
 BOUNDED_STRING = 32  # the retry's bound on a string's characters (`bounded`)
-BOUNDED_ITEMS = 4  # and on a list's items, and the calls of one turn
+BOUNDED_ITEMS = 4  # and on a list's or a map's items, and the calls of one turn
+BOUNDED_DIGITS = 12  # and numbers: within ±(10**12 - 1), 12 decimals at most
 
 
 @dataclass
@@ -123,51 +127,91 @@ def decide(
         raise LLMHoodError(f"Two tools share a name in {names}: each tool needs its own name.")
     prompt = prompt_for(llm, messages, specs, fmt)
     options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": 0.0, **sampling}
-    options.pop("json_schema", None)
+    taken = sorted({"json_schema", "regex", "grammar"} & set(sampling))
+    if taken:
+        raise LLMHoodError(
+            f"{', '.join(taken)} cannot be given to a tool-calling turn: its output is already "
+            "constrained to the tools' call format. Leave it out, or use llm.generate for it."
+        )
     started = time.perf_counter()
     if constrained:
         opening = fmt.call_prefix
         gated = relevance_floor is not None and messages and messages[-1].get("role") == "user"
-        fits = not gated or bool(
-            (
-                relevance.similarities(relevance.last_user_text(messages), specs) >= relevance_floor
-            ).any()
-        )
+        question = relevance.last_user_text(messages)
+        fits = not gated or relevance.fits(question, specs, relevance_floor)
         head = _choose(llm, prompt + opening, specs, no_call_bias) if fits else None
-        if head is None:
-            raw, body, generation = opening + "]", "[]", None
-        else:
-            generation = llm.generate(prompt + opening + head, add_bos=False,
-                                      regex=_rest_regex(head, specs), **options)[0]  # fmt: skip
-            if generation.constraint_complete is False:
+        head, text = head or "", ""
+        if head:
+            text, complete = _fill(llm, prompt + opening, head, _rest_regex(head, specs), options)
+            if not complete:
                 # A value ran on to the token limit (a small model repeats itself inside a
-                # string): once more, with every string and list bounded.
-                short = [replace(s, parameters=bounded(s.parameters)) for s in specs]
-                generation = llm.generate(prompt + opening + head, add_bos=False,
-                                          regex=_rest_regex(head, short, BOUNDED_ITEMS - 1),
-                                          **options)[0]  # fmt: skip
-            raw = opening + head + generation.text
-            body = "[" + head + generation.text
+                # string or a number): once more, with every value bounded.
+                regex = _rest_regex(head, specs, short=True)
+                text, complete = _fill(llm, prompt + opening, head, regex, options)
+        raw, body = opening + (head + text or "]"), "[" + (head + text or "]")
     else:
         generation = llm.generate(prompt, add_bos=False, **options)[0]
-        raw = body = generation.text
+        raw = body = text = generation.text
     seconds = time.perf_counter() - started
     calls = parse_call_list(body) if constrained else fmt.parse(body)
-    complete = generation is None or generation.constraint_complete is not False
+    complete = not constrained or calls is not None
     errors = [] if calls is None else check_calls(calls, specs)
-    if constrained and not complete:
+    if not complete:
         errors.append(f"The reply was cut off by the limit of {max_new_tokens} tokens.")
     return Turn(
         raw=raw,
         calls=calls,
         errors=errors,
-        prompt_tokens=len(llm.tokenizer.encode(prompt))
-        if generation is None
-        else generation.prompt_tokens,
-        new_tokens=0 if generation is None else len(generation.token_ids),
+        prompt_tokens=len(llm.tokenizer.encode(prompt)),
+        new_tokens=len(llm.tokenizer.encode(text)),
         seconds=seconds,
         complete=complete,
     )
+
+
+def _fill(llm, prompt: str, head: str, regex: str, options: dict[str, Any]) -> tuple[str, bool]:
+    """The reply after `head` under `regex`, and whether it is a whole list of calls.
+
+    Streamed, so that it can stop at the first call that repeats an earlier one: the same
+    call twice in one turn gives the same result twice, and a small model that repeats a call
+    goes on repeating it to the token limit. The repeat is dropped and the list closed."""
+    text, reader = "", CallReader()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IncompleteConstraint)  # the return value tells it
+        for piece in llm.stream(prompt + head, add_bos=False, regex=regex, **options):
+            text += piece
+            cut = reader.repeat_at("[" + head + text)
+            if cut is not None:
+                return text[: cut - 1 - len(head)] + "\n]", True
+    return text, parse_call_list("[" + head + text) is not None
+
+
+class CallReader:
+    """Reads a growing call list (`[{...}, {...}`) and finds the first call equal to an
+    earlier one."""
+
+    def __init__(self) -> None:
+        self.position = 1  # where the next call starts, after "[" and what follows it
+        self.calls: list[Any] = []
+        self.decoder = json.JSONDecoder()
+
+    def repeat_at(self, text: str) -> int | None:
+        """Where in `text` a complete call repeating an earlier one starts (the separator
+        before it included), or None."""
+        while True:
+            begin = self.position
+            while begin < len(text) and text[begin] in ", \n":
+                begin += 1
+            if begin >= len(text) or text[begin] != "{":
+                return None
+            try:
+                call, end = self.decoder.raw_decode(text, begin)
+            except json.JSONDecodeError:
+                return None  # not complete yet
+            if call in self.calls:
+                return self.position
+            self.calls.append(call)
+            self.position = end
 
 
 def _choose(llm, prompt: str, specs: Sequence[ToolSpec], no_call_bias: float) -> str | None:
@@ -198,17 +242,33 @@ def bounded(schema: Any) -> Any:
         out["maxLength"] = BOUNDED_STRING
     if "array" in kinds and "maxItems" not in schema:
         out["maxItems"] = BOUNDED_ITEMS
+    if (
+        "object" in kinds
+        and not schema.get("properties")
+        and out.get("additionalProperties") is not False
+    ):
+        # A free-form object: bounded keys, at most BOUNDED_ITEMS of them, scalar values.
+        out.setdefault("maxProperties", BOUNDED_ITEMS)
+        out.setdefault("propertyNames", {"maxLength": BOUNDED_STRING})
+        if out.get("additionalProperties", True) is True:
+            out["additionalProperties"] = {"anyOf": [
+                {"type": "string", "maxLength": BOUNDED_STRING}, {"type": "number"},
+                {"type": "boolean"}, {"type": "null"}]}  # fmt: skip
     return out
 
 
-def _rest_regex(head: str, specs: Sequence[ToolSpec], most: int | None = None) -> str:
-    """After `head`: the chosen tool's arguments, then up to `most` more calls to any tool
-    (None: any number), then `]`. Between calls and before `]`, the line break SmolLM2 was
-    trained to write there is allowed too."""
+def _rest_regex(head: str, specs: Sequence[ToolSpec], short: bool = False) -> str:
+    """After `head`: the chosen tool's arguments, then more calls to any tool, then `]`.
+    Between calls and before `]`, the line break SmolLM2 was trained to write there is
+    allowed too. `short`: every string, list, map and number bounded (`bounded`,
+    BOUNDED_DIGITS), and at most BOUNDED_ITEMS calls, so that the reply must end."""
+    if short:
+        specs = [replace(s, parameters=bounded(s.parameters)) for s in specs]
     chosen = next(s for s in specs if head.startswith(f'{{"name": "{s.name}"'))
-    arguments = schema_to_regex(chosen.parameters, separators=SEPARATORS)
-    call = schema_to_regex(calls_schema(specs)["items"], separators=SEPARATORS)
-    repeat = "*" if most is None else f"{{0,{most}}}"
+    layout = {"separators": SEPARATORS, "max_digits": BOUNDED_DIGITS if short else None}
+    arguments = schema_to_regex(chosen.parameters, **layout)
+    call = schema_to_regex(calls_schema(specs)["items"], **layout)
+    repeat = f"{{0,{BOUNDED_ITEMS - 1}}}" if short else "*"
     return f"{arguments}\\}}(,[ \\n]{call}){repeat}\\n?\\]"
 
 

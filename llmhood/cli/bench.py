@@ -2,7 +2,8 @@
 `llmhood bench train`: its fine-tuning speed against peft and trl (llmhood.train.bench);
 `llmhood bench rag`: retrieval against bm25s, rank_bm25, sentence-transformers and faiss
 (llmhood.rag.bench); `llmhood bench constrain`: constrained decoding against xgrammar
-(llmhood.generate.constrain.bench)."""
+(llmhood.generate.constrain.bench); `llmhood bench agent`: tool calling on BFCL, scored by
+BFCL's own checker (llmhood.agent.bench)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from llmhood.agent import bench as agent_bench
 from llmhood.cli.common import comma_list
 from llmhood.errors import LLMHoodError
 from llmhood.registry import DEFAULT_MODEL, resolve
@@ -82,7 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
     # `llmhood bench` alone stays the inference benchmark; `train` is an optional subcommand
     # with options of its own (given after it).
-    what = p.add_subparsers(dest="bench", metavar="{train,rag,constrain}", required=False)
+    what = p.add_subparsers(dest="bench", metavar="{train,rag,constrain,agent}", required=False)
     t = what.add_parser("train", help="LoRA fine-tuning speed against peft and trl, side by side")
     t.add_argument("--model", default=DEFAULT_MODEL, help="a model name or a .gguf file")
     t.add_argument("--steps", type=int, default=5, help="timed steps per run (default: 5)")
@@ -123,6 +125,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="max new tokens per decoding run (default: 64)")  # fmt: skip
     c.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     c.set_defaults(func=cmd_bench_constrain)
+    a = what.add_parser(
+        "agent", help="tool calling on BFCL's non-live categories, constrained and not, scored "
+        "by BFCL's own checker",
+    )  # fmt: skip
+    agent_bench.add_arguments(a)
+    a.set_defaults(func=cmd_bench_agent)
 
 
 def cmd_bench_train(args: argparse.Namespace) -> None:
@@ -176,3 +184,11 @@ def cmd_bench_constrain(args: argparse.Namespace) -> None:
     )  # fmt: skip
     print(constrain_bench.format_report(report))
     save_json(args.json, report)
+
+
+def cmd_bench_agent(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise LLMHoodError("--limit must be at least 1.")
+    if args.json:
+        writable(Path(args.json))
+    agent_bench.run(args)

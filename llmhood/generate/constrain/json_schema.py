@@ -14,7 +14,9 @@ raises UnsupportedSchema instead of being ignored. Choices, keyword by keyword:
   `additionalProperties` says: with listed properties, `true` or a schema only *allows* more
   keys, and writing only the listed ones is valid. An object with no `properties` and no
   `additionalProperties: false` is a map from any key to `additionalProperties` (any value by
-  default).
+  default); a map honours `maxProperties` and `propertyNames` (a string schema for its keys).
+  Beside listed properties, `maxProperties` must allow them all, and `propertyNames` is
+  refused.
 * **Strings**: any character, escaped where JSON requires it; `minLength`/`maxLength` count
   characters, an escape being one. `pattern` is a search (unanchored unless it starts with `^`
   or ends with `$`), matched against the *decoded* string: each character the pattern allows
@@ -87,7 +89,7 @@ _KEYWORDS_BY_TYPE = {
     "string": {"pattern", "minLength", "maxLength", "format"},
     "integer": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
     "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
-    "object": {"properties", "required", "additionalProperties"},
+    "object": {"properties", "required", "additionalProperties", "maxProperties", "propertyNames"},
     "array": {"items", "prefixItems", "minItems", "maxItems"},
 }
 _COMBINATORS = {"anyOf", "oneOf", "allOf", "$ref"}
@@ -166,8 +168,12 @@ def schema_to_regex(
     *,
     max_whitespace: int = 0,
     separators: tuple[str, str] = (",", ":"),
+    max_digits: int | None = None,
 ) -> str:
-    """A regex (regex.py syntax) whose full matches are the documents allowed for `schema`."""
+    """A regex (regex.py syntax) whose full matches are the documents allowed for `schema`.
+
+    `max_digits` D: numbers lie within ±(10**D - 1) (and the schema's bounds), with at most D
+    decimals and no exponent, so that no number can run on (None: JSON's number grammar)."""
     if (
         isinstance(max_whitespace, bool)
         or not isinstance(max_whitespace, int)
@@ -176,12 +182,16 @@ def schema_to_regex(
         raise LLMHoodError(
             f"max_whitespace must be a whole number, 0 or more, not {max_whitespace!r}"
         )
+    if max_digits is not None and (
+        isinstance(max_digits, bool) or not isinstance(max_digits, int) or max_digits < 1
+    ):
+        raise LLMHoodError(f"max_digits must be a whole number, 1 or more, not {max_digits!r}")
     if len(separators) != 2 or not all(isinstance(s, str) and s for s in separators):
         raise LLMHoodError(
             f"separators must be two non-empty strings (item, key) like (', ', ': '), not "
             f"{separators!r}"
         )
-    return _Converter(schema, max_whitespace, separators).convert(schema, "#", ())
+    return _Converter(schema, max_whitespace, separators, max_digits).convert(schema, "#", ())
 
 
 def compile_json_schema(
@@ -231,8 +241,15 @@ def _repeat(body: str, low: int, high: int | None) -> str:
 class _Converter:
     """One schema's conversion: the layout's regex pieces, and the root `$ref`s resolve in."""
 
-    def __init__(self, root: Any, max_whitespace: int, separators: tuple[str, str]) -> None:
+    def __init__(
+        self,
+        root: Any,
+        max_whitespace: int,
+        separators: tuple[str, str],
+        max_digits: int | None = None,
+    ) -> None:
         self.root = root
+        self.max_digits = max_digits
         self.separators = separators
         self.ws = f"[ \\n\\r\\t]{{0,{max_whitespace}}}" if max_whitespace else ""
         self.item_sep = self.ws + rx.escape(separators[0]) + self.ws
@@ -429,10 +446,15 @@ class _Converter:
                 raise _unsupported(key, path, f"{value!r} is not finite")
             if type_ == "number" and value != int(value):
                 raise _unsupported(key, path, "number bounds must be whole numbers")
-        if not bounds:
+        if not bounds and self.max_digits is None:
             return INTEGER if type_ == "integer" else NUMBER
         # The allowed integers [low, high], and the reals' integer-valued bounds.
         low = high = real_low = real_high = None
+        fraction, zeros = _FRACTION, "(?:\\.0+)?"
+        if self.max_digits is not None:  # bounds of max_digits digits, fractions as long
+            cap, d = 10**self.max_digits - 1, self.max_digits
+            bounds = {"minimum": -cap, "maximum": cap, **bounds}
+            fraction, zeros = f"\\.[0-9]{{0,{d - 1}}}[1-9]", f"(?:\\.0{{1,{d}}})?"
         if "minimum" in bounds:
             low, real_low = math.ceil(bounds["minimum"]), bounds["minimum"]
         if "exclusiveMinimum" in bounds:
@@ -455,16 +477,16 @@ class _Converter:
         # Non-integers: the open interval (k, k+1) for each k with real_low <= k, k+1 <= real_high.
         k_low = None if real_low is None else int(real_low)
         k_high = None if real_high is None else int(real_high) - 1
-        parts = [whole if whole == NOTHING else f"{whole}(?:\\.0+)?"]
+        parts = [whole if whole == NOTHING else f"{whole}{zeros}"]
         nonneg = _natural_range(max(k_low or 0, 0), k_high)
         if nonneg != NOTHING:
-            parts.append(f"{nonneg}{_FRACTION}")
+            parts.append(f"{nonneg}{fraction}")
         if k_low is None or k_low < 0:
             # k < 0: the number is -(m + f) with m = -k-1 >= 0.
             m_low = 0 if k_high is None or k_high >= -1 else -k_high - 1
             negative = _natural_range(m_low, None if k_low is None else -k_low - 1)
             if negative != NOTHING:
-                parts.append(f"-{negative}{_FRACTION}")
+                parts.append(f"-{negative}{fraction}")
         result = _alt(parts)
         if result == NOTHING:
             raise _impossible("minimum", path, "no number lies within the bounds")
@@ -484,11 +506,22 @@ class _Converter:
                 )
         extra = schema.get("additionalProperties")
         empty = "\\{" + self.ws + "\\}"
+        most = _count(schema, "maxProperties", path, None)
+        if most is not None and most > rx.MAX_REPEAT and not properties:
+            raise _unsupported(
+                "maxProperties", path, f"counts above {rx.MAX_REPEAT} make the automaton too large"
+            )
         if not properties and extra is not False:
             value = self.convert(
                 True if extra is None else extra, f"{path}/additionalProperties", refs
             )
-            return self.map(value)
+            return self.map(value, self.property_names(schema, path), most)
+        if "propertyNames" in schema:
+            raise _unsupported("propertyNames", path, "beside listed properties")
+        if most is not None and most < len(properties):
+            raise _unsupported(
+                "maxProperties", path, f"{most} is below the {len(properties)} listed properties"
+            )
         members = []
         for name, sub in properties.items():
             value = self.convert(sub, f"{path}/properties/{_pointer(name)}", refs)
@@ -514,14 +547,31 @@ class _Converter:
             return body
         return _alt([body, empty]) if members else empty
 
-    def map(self, value: str) -> str:
-        member = STRING + self.key_sep + value
+    def property_names(self, schema: dict, path: str) -> str:
+        """The keys a map may have: any string, or those of its `propertyNames` schema."""
+        names = schema.get("propertyNames")
+        if names is None:
+            return STRING
+        where = f"{path}/propertyNames"
+        if not isinstance(names, dict) or names.get("type", "string") != "string":
+            raise UnsupportedSchema(f"'propertyNames' at {path} must be a string schema")
+        other = sorted(set(names) - _KEYWORDS_BY_TYPE["string"] - {"type"} - ANNOTATIONS)
+        if other:
+            raise _unsupported(other[0], where, "in propertyNames")
+        return self.string(names, where)
+
+    def map(self, value: str, key: str = STRING, most: int | None = None) -> str:
+        """An object of any keys matching `key`, each to a value matching `value`, at most
+        `most` of them (None: any number)."""
+        empty = "\\{" + self.ws + "\\}"
+        if most == 0:
+            return empty
+        member = key + self.key_sep + value
+        more = "*" if most is None else f"{{0,{most - 1}}}"
         return _alt(
-            [
-                "\\{" + self.ws + member + f"(?:{self.item_sep}{member})*" + self.ws + "\\}",
-                "\\{" + self.ws + "\\}",
-            ]
-        )
+            ["\\{" + self.ws + member + f"(?:{self.item_sep}{member}){more}" + self.ws + "\\}",
+             empty]
+        )  # fmt: skip
 
     def array(self, schema: dict, path: str, refs: tuple[str, ...]) -> str:
         prefix = schema.get("prefixItems", [])
@@ -581,7 +631,8 @@ class _Converter:
         """Any JSON value with at most `depth` levels of arrays and objects."""
         found = self.any_cache.get(depth)
         if found is None:
-            parts = ["null", "true", "false", NUMBER, STRING]
+            number = NUMBER if self.max_digits is None else self.numeric({}, "number", "#")
+            parts = ["null", "true", "false", number, STRING]
             if depth > 0:
                 inner = self.any_value(depth - 1)
                 parts.append(

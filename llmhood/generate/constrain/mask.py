@@ -143,5 +143,11 @@ class StateMasks:
             self._masks[state] = mask
         return mask
 
+    def precompute(self) -> None:
+        """Every live state's mask now, so that decoding only looks them up."""
+        live = np.flatnonzero((self.transitions != 0).any(axis=1))
+        for state in live[live != 0].tolist():
+            self(state)
+
     def __len__(self) -> int:
         return len(self._masks)

@@ -36,6 +36,7 @@ from llmhood.generate.constrain.vocab import TokenVocab
 Kind = Literal["json_schema", "regex", "grammar"]
 KINDS: tuple[Kind, ...] = ("json_schema", "regex", "grammar")
 CACHE_SIZE = 64  # compiled constraints kept per tokenizer
+PRECOMPUTE_STATES = 2048  # DFAs up to this size get all their masks at compile time
 
 
 class Matcher(Protocol):
@@ -68,14 +69,29 @@ class Compiled(Protocol):
 
 
 class CompiledDFA:
-    """A DFA over bytes (dfa.py: state 0 dead) with the vocabulary, and its masks per state."""
+    """A DFA over bytes (dfa.py: state 0 dead) with the vocabulary, and its masks per state.
 
-    def __init__(self, dfa: Any, vocab: TokenVocab, walk: TrieWalk, fast: bool | None = None):
+    A DFA of at most `precompute` states has every state's mask computed here, at compile
+    time, as xgrammar does: a function call's schema has 60 to 200 states, all of them
+    together cost a few milliseconds, and decoding then only looks masks up. A larger one
+    computes each state's mask when a row first reaches it, since a generation visits few of
+    its states."""
+
+    def __init__(
+        self,
+        dfa: Any,
+        vocab: TokenVocab,
+        walk: TrieWalk,
+        fast: bool | None = None,
+        precompute: int = PRECOMPUTE_STATES,
+    ):
         self.dfa = dfa
         self.vocab = vocab
         self.masks = StateMasks(walk, dfa.transitions, fast)
         self.live = (self.masks.transitions != 0).any(axis=1)  # (states,) some byte may follow
         self.accepting = np.asarray(dfa.accepting, dtype=bool)  # (states,)
+        if len(self.live) <= precompute:
+            self.masks.precompute()
 
     def matcher(self) -> DFAMatcher:
         return DFAMatcher(self)
@@ -125,18 +141,18 @@ class Constraint:
     def process(self, logits: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
         """logits (V,) -> (V,), -inf for every refused token; stop_ids (k,) int64."""
         allowed = self.matcher.allowed().to(logits.device)
-        accepting = self.matcher.accepting
-        if accepting and len(stop_ids):
-            allowed = allowed.clone()
-            allowed[stop_ids] = True
-        elif not self.matcher.can_continue or not bool(allowed.any()):
+        accepting = self.matcher.accepting and len(stop_ids) > 0
+        if not accepting and (not self.matcher.can_continue or not bool(allowed.any())):
             raise LLMHoodError(
                 "The constrained text cannot be completed: no token of the vocabulary "
                 "continues it"
-                + (" and there is no end-of-sequence token." if accepting else ".")
+                + (" and there is no end-of-sequence token." if self.matcher.accepting else ".")
                 + " Check that the tokenizer can spell what the constraint asks for."
             )
-        return torch.where(allowed, logits, float("-inf"))
+        masked = torch.where(allowed, logits, float("-inf"))
+        if accepting:
+            masked[stop_ids] = logits[stop_ids]
+        return masked
 
     def advance(self, token: int) -> None:
         self.matcher.advance(token)
