@@ -431,7 +431,7 @@ def test_the_cli_has_bench_agent(tmp_path):
     cli = [sys.executable, "-m", "llmhood"]
     shown = subprocess.run([*cli, "bench", "agent", "--help"], capture_output=True, text=True)
     assert shown.returncode == 0 and "--categories" in shown.stdout and "--adapter" in shown.stdout
-    for bad, message in ((["--limit", "0"], "--limit must be at least 1"),
+    for bad, message in ((["--limit", "0"], "--limit 0: give a number of questions of at least"),
                          (["--categories", "nope"], "Unknown BFCL category nope"),
                          (["--json", str(tmp_path)], "give a file path")):  # fmt: skip
         done = subprocess.run([*cli, "bench", "agent", *bad], capture_output=True, text=True)

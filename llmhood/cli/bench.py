@@ -130,7 +130,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "by BFCL's own checker",
     )  # fmt: skip
     agent_bench.add_arguments(a)
-    a.set_defaults(func=cmd_bench_agent)
+    # agent_bench.run checks --limit, --categories and --json before any model loads.
+    a.set_defaults(func=agent_bench.run)
 
 
 def cmd_bench_train(args: argparse.Namespace) -> None:
@@ -184,11 +185,3 @@ def cmd_bench_constrain(args: argparse.Namespace) -> None:
     )  # fmt: skip
     print(constrain_bench.format_report(report))
     save_json(args.json, report)
-
-
-def cmd_bench_agent(args: argparse.Namespace) -> None:
-    if args.limit is not None and args.limit < 1:
-        raise LLMHoodError("--limit must be at least 1.")
-    if args.json:
-        writable(Path(args.json))
-    agent_bench.run(args)

@@ -24,6 +24,7 @@ per token of the vocabulary each (49 KB for SmolLM2).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -143,10 +144,9 @@ class StateMasks:
             self._masks[state] = mask
         return mask
 
-    def precompute(self) -> None:
-        """Every live state's mask now, so that decoding only looks them up."""
-        live = np.flatnonzero((self.transitions != 0).any(axis=1))
-        for state in live[live != 0].tolist():
+    def precompute(self, states: Iterable[int]) -> None:
+        """These states' masks now, so that decoding only looks them up."""
+        for state in states:
             self(state)
 
     def __len__(self) -> int:

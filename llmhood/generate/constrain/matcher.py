@@ -91,7 +91,7 @@ class CompiledDFA:
         self.live = (self.masks.transitions != 0).any(axis=1)  # (states,) some byte may follow
         self.accepting = np.asarray(dfa.accepting, dtype=bool)  # (states,)
         if len(self.live) <= precompute:
-            self.masks.precompute()
+            self.masks.precompute(np.flatnonzero(self.live).tolist())  # never the dead state 0
 
     def matcher(self) -> DFAMatcher:
         return DFAMatcher(self)
