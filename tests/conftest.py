@@ -37,6 +37,23 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
+def tiny_tool_llm(tmp_path_factory, smollm2_gguf):
+    """A tiny random model with SmolLM2's tokenizer and room for a tool prompt (a few hundred
+    tokens), for the agent's tests."""
+    import tiny_gguf
+
+    import llmhood
+
+    context, tiny_gguf.CONTEXT = tiny_gguf.CONTEXT, 2048
+    try:
+        path = tmp_path_factory.mktemp("tiny") / "tiny.gguf"
+        tiny_gguf.write_tiny_gguf(path, smollm2_gguf)
+    finally:
+        tiny_gguf.CONTEXT = context
+    return llmhood.load(path, dtype="float32", progress=False)
+
+
+@pytest.fixture(scope="session")
 def hf_smollm2(smollm2_gguf):
     """The reference: transformers' LlamaForCausalLM reading the same GGUF file itself
     (its own dequantization through `gguf`, its own un-permutation of q/k)."""

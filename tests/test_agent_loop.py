@@ -16,10 +16,7 @@ from typing import Literal
 
 import jsonschema
 import pytest
-import tiny_gguf
-from tiny_gguf import write_tiny_gguf
 
-import llmhood
 from llmhood import agent, cli
 from llmhood.agent.calculator import calculator
 from llmhood.agent.formats import SMOLLM2, tool_spec
@@ -74,23 +71,12 @@ def tags(words: list[str], limit: int | None = None) -> str:
 TOOLS = [get_weather, distance, tags]
 
 
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory, smollm2_gguf):
-    """A tiny random model with room for a tool prompt (a few hundred tokens)."""
-    context, tiny_gguf.CONTEXT = tiny_gguf.CONTEXT, 2048
-    try:
-        path = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", smollm2_gguf)
-    finally:
-        tiny_gguf.CONTEXT = context
-    return llmhood.load(path, dtype="float32", progress=False)
-
-
 @pytest.mark.parametrize("temperature", [0.0, 1.5])
-def test_constrained_calls_always_validate(tiny_llm, temperature):
+def test_constrained_calls_always_validate(tiny_tool_llm, temperature):
     specs = {tool_spec(t).name: tool_spec(t) for t in TOOLS}
     questions = ["Weather in Oslo?", "How far is (1,2) from (4,6)?", "Tag these: a b c", "Hi"]
     for seed, question in enumerate(questions):
-        turn = agent.decide(tiny_llm, [{"role": "user", "content": question}], TOOLS,
+        turn = agent.decide(tiny_tool_llm, [{"role": "user", "content": question}], TOOLS,
                             temperature=temperature, seed=seed, max_new_tokens=200)  # fmt: skip
         if not turn.complete:
             continue  # a random model may ramble to the limit inside a string: reported, below
@@ -100,39 +86,39 @@ def test_constrained_calls_always_validate(tiny_llm, temperature):
         assert turn.errors == []
 
 
-def test_a_cut_off_reply_is_reported_not_passed_off(tiny_llm):
-    turn = agent.decide(tiny_llm, [{"role": "user", "content": "Tag these"}], [tags],
+def test_a_cut_off_reply_is_reported_not_passed_off(tiny_tool_llm):
+    turn = agent.decide(tiny_tool_llm, [{"role": "user", "content": "Tag these"}], [tags],
                         no_call_bias=-1e9, temperature=2.0, seed=3, max_new_tokens=3)  # fmt: skip
     assert not turn.complete and not turn.valid
     assert any("cut off" in e for e in turn.errors)
 
 
-def test_call_tools_takes_openai_and_bare_tool_dicts(tiny_llm):
+def test_call_tools_takes_openai_and_bare_tool_dicts(tiny_tool_llm):
     spec = tool_spec(get_weather).as_dict()
     for tools in ([{"type": "function", "function": spec}], [spec]):
-        calls = agent.call_tools(tiny_llm, [{"role": "user", "content": "Oslo?"}], tools)
+        calls = agent.call_tools(tiny_tool_llm, [{"role": "user", "content": "Oslo?"}], tools)
         assert isinstance(calls, list)
         for call in calls:
             assert isinstance(call, agent.ToolCall) and call.name == "get_weather"
             jsonschema.validate(call.arguments, spec["parameters"])
 
 
-def test_no_call_bias_decides_between_nothing_and_a_call(tiny_llm):
+def test_no_call_bias_decides_between_nothing_and_a_call(tiny_tool_llm):
     messages = [{"role": "user", "content": "Weather in Oslo?"}]
-    assert agent.call_tools(tiny_llm, messages, TOOLS, no_call_bias=1e9) == []
-    turn = agent.decide(tiny_llm, messages, TOOLS, no_call_bias=-1e9, max_new_tokens=40)
+    assert agent.call_tools(tiny_tool_llm, messages, TOOLS, no_call_bias=1e9) == []
+    turn = agent.decide(tiny_tool_llm, messages, TOOLS, no_call_bias=-1e9, max_new_tokens=40)
     assert turn.raw.startswith('<tool_call>[\n{"name": "')  # a call, cut off or not
 
 
-def test_bad_tools_say_what_is_wrong(tiny_llm):
+def test_bad_tools_say_what_is_wrong(tiny_tool_llm):
     messages = [{"role": "user", "content": "x"}]
     with pytest.raises(LLMHoodError, match="at least one tool"):
-        agent.call_tools(tiny_llm, messages, [])
+        agent.call_tools(tiny_tool_llm, messages, [])
     with pytest.raises(LLMHoodError, match="share a name"):
-        agent.call_tools(tiny_llm, messages, [get_weather, get_weather])
+        agent.call_tools(tiny_tool_llm, messages, [get_weather, get_weather])
     for option in ("json_schema", "regex", "grammar"):
         with pytest.raises(LLMHoodError, match=f"{option} cannot be given to a tool-calling"):
-            agent.call_tools(tiny_llm, messages, [get_weather], **{option: "x"})
+            agent.call_tools(tiny_tool_llm, messages, [get_weather], **{option: "x"})
 
 
 @dataclass
@@ -165,14 +151,14 @@ def call_text(*calls):
     return SMOLLM2.render_calls([agent.ToolCall(n, a) for n, a in calls])
 
 
-def test_the_loop_runs_calls_and_feeds_results_back(tiny_llm, tmp_path):
+def test_the_loop_runs_calls_and_feeds_results_back(tiny_tool_llm, tmp_path):
     script = [
         call_text(("calculator", {"expression": "17.5% of 2,340"}), ("nope", {})),
         call_text(("calculator", {"expression": "1/0"})),
         "<tool_call>[]</tool_call>",
         "It is 409.5.",
     ]
-    llm = ScriptedLLM(tiny_llm, script)
+    llm = ScriptedLLM(tiny_tool_llm, script)
     lines = []
     bot = agent.Agent(llm, tools=[calculator], constrained=False, trace=tmp_path / "t.jsonl",
                       transcript=lines.append)  # fmt: skip
@@ -189,26 +175,26 @@ def test_the_loop_runs_calls_and_feeds_results_back(tiny_llm, tmp_path):
     assert any("409.5" in line for line in lines)
 
 
-def test_max_steps_is_reported(tiny_llm):
+def test_max_steps_is_reported(tiny_tool_llm):
     calls = [call_text(("calculator", {"expression": f"{i} + 1"})) for i in range(3)]
-    llm = ScriptedLLM(tiny_llm, [*calls, "I ran out of steps."])
+    llm = ScriptedLLM(tiny_tool_llm, [*calls, "I ran out of steps."])
     result = agent.Agent(llm, tools=[calculator], constrained=False, max_steps=3).run("count")
     assert result.stopped == "max_steps" and len(result.steps) == 3
     assert [r.output for r in result.steps[-1].results] == ["3"]
 
 
-def test_a_repeated_call_ends_the_calling(tiny_llm):
+def test_a_repeated_call_ends_the_calling(tiny_tool_llm):
     same = call_text(("calculator", {"expression": "2 * 3"}))
-    llm = ScriptedLLM(tiny_llm, [same, same, "Six."])
+    llm = ScriptedLLM(tiny_tool_llm, [same, same, "Six."])
     result = agent.Agent(llm, tools=[calculator], constrained=False).run("2 times 3?")
     assert result.stopped == "answer" and len(result.calls) == 1 and result.text == "Six."
 
 
-def test_the_memory_budget_drops_old_messages_and_says_so(tiny_llm):
+def test_the_memory_budget_drops_old_messages_and_says_so(tiny_tool_llm):
     script = []
     for i in range(6):
         script.append(call_text(("calculator", {"expression": f"{i} * 1000"})))
-    llm = ScriptedLLM(tiny_llm, [*script, "[]", "Done."])
+    llm = ScriptedLLM(tiny_tool_llm, [*script, "[]", "Done."])
     bot = agent.Agent(llm, tools=[calculator], constrained=False, max_steps=8, memory_tokens=600)
     bot.system = "x " * 200  # a long system prompt fills the budget fast
     result = bot.run("multiply")
@@ -217,13 +203,13 @@ def test_the_memory_budget_drops_old_messages_and_says_so(tiny_llm):
     assert "multiply" in llm.prompts[-2]  # the task itself is never dropped
 
 
-def test_agent_arguments_are_checked(tiny_llm):
+def test_agent_arguments_are_checked(tiny_tool_llm):
     with pytest.raises(LLMHoodError, match="max_steps"):
-        agent.Agent(tiny_llm, tools=[calculator], max_steps=0)
+        agent.Agent(tiny_tool_llm, tools=[calculator], max_steps=0)
     with pytest.raises(LLMHoodError, match="at least one tool"):
-        agent.Agent(tiny_llm, tools=[])
+        agent.Agent(tiny_tool_llm, tools=[])
     with pytest.raises(LLMHoodError, match="empty"):
-        agent.Agent(tiny_llm, tools=[calculator]).run("  ")
+        agent.Agent(tiny_tool_llm, tools=[calculator]).run("  ")
 
 
 def test_cli_checks_tools_before_loading(tmp_path, capsys):

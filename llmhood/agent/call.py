@@ -18,6 +18,9 @@ Small models asked for a call write prose, broken JSON or tools that do not exis
    reply parses and validates by construction. A small model sometimes repeats itself inside
    a string, or calls the same tool again and again, until the token limit; the turn is then
    written once more with every string, list and the number of calls bounded, so that it ends.
+3. **Copy.** Each string and number argument is chosen again, whole, among the value written
+   and what the question spells, by the model's own likelihood (llmhood.agent.copying):
+   greedy decoding picks each token well and a copied name badly.
 
 Unconstrained, the reply is generated freely and parsed with a JSON parser; prose and broken
 JSON are "not a call".
@@ -33,9 +36,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jsonschema
-import torch
 
-from llmhood.agent import relevance
+from llmhood.agent import copying, relevance
 from llmhood.agent.formats import (
     SMOLLM2,
     ToolCall,
@@ -45,6 +47,7 @@ from llmhood.agent.formats import (
     parse_call_list,
     tool_spec,
 )
+from llmhood.agent.likelihood import continuation_logprobs
 from llmhood.errors import LLMHoodError
 from llmhood.generate.constrain.json_schema import schema_to_regex
 from llmhood.llm import IncompleteConstraint
@@ -112,13 +115,16 @@ def decide(
     max_new_tokens: int = MAX_CALL_TOKENS,
     no_call_bias: float = NO_CALL_BIAS,
     relevance_floor: float | None = relevance.FLOOR,
+    copy: bool = True,
     **sampling: Any,
 ) -> Turn:
     """One model turn: the reply, the calls in it, and whether they are valid.
 
     Constrained, a turn whose last user message fits no tool (cosine below
     `relevance_floor`, llmhood.agent.relevance; None turns the gate off) is "no call" at once;
-    only the first turn of a task is gated, since later ones answer tool results."""
+    only the first turn of a task is gated, since later ones answer tool results. `copy`:
+    free-text string and number arguments are chosen again among their value and what the
+    last user message spells, by the model's whole-value likelihood (llmhood.agent.copying)."""
     specs = [tool_spec(t) for t in tools]
     if not specs:
         raise LLMHoodError("No tools were given: a tool call needs at least one tool.")
@@ -148,6 +154,10 @@ def decide(
                 # string or a number): once more, with every value bounded.
                 regex = _rest_regex(head, specs, short=True)
                 text, complete = _fill(llm, prompt + opening, head, regex, options)
+            if copy and complete:
+                schemas = {s.name: s.parameters for s in specs}
+                written = copying.copy_values(llm, prompt + opening, head + text, schemas, question)
+                text = written[len(head) :]  # names are never changed
         raw, body = opening + (head + text or "]"), "[" + (head + text or "]")
     else:
         generation = llm.generate(prompt, add_bos=False, **options)[0]
@@ -270,36 +280,6 @@ def _rest_regex(head: str, specs: Sequence[ToolSpec], short: bool = False) -> st
     call = schema_to_regex(calls_schema(specs)["items"], **layout)
     repeat = f"{{0,{BOUNDED_ITEMS - 1}}}" if short else "*"
     return f"{arguments}\\}}(,[ \\n]{call}){repeat}\\n?\\]"
-
-
-def continuation_logprobs(llm, prompt: str, continuations: Sequence[str]) -> list[list[float]]:
-    """Each continuation's tokens' log-probabilities given the prompt and the tokens before
-    them, from one prefill of the prompt.
-
-    The prompt's keys and values are copied into one row per continuation, and the
-    continuations run as one right-padded batch: padding after a continuation's last token
-    cannot change its earlier positions under the causal mask, so no mask is needed."""
-    model = llm.model
-    prompt_ids = llm.tokenizer.encode(prompt)
-    tails = [llm.tokenizer.encode(c) for c in continuations]
-    width = max(len(t) for t in tails)
-    device = model.tok_embeddings.weight.device
-    with torch.inference_mode():
-        alone = model.new_cache(1, len(prompt_ids))
-        first = model(torch.tensor([prompt_ids], device=device), cache=alone, last_only=True)
-        first = first[0, -1].log_softmax(-1)  # (V,)
-        cache = model.new_cache(len(tails), len(prompt_ids) + width)
-        for row in range(len(tails)):
-            cache.fill_row(row, alone, end=len(prompt_ids))
-        cache.advance(len(prompt_ids))
-        batch = torch.tensor([t + [t[-1]] * (width - len(t)) for t in tails], device=device)
-        logits = model(batch, cache=cache)  # (n, width, V)
-        logprobs = logits.log_softmax(-1)
-    return [
-        [float(first[tail[0]])]
-        + [float(logprobs[row, j - 1, tail[j]]) for j in range(1, len(tail))]
-        for row, tail in enumerate(tails)
-    ]
 
 
 def call_tools(
