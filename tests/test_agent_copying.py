@@ -71,6 +71,10 @@ def test_continuation_logprobs_equal_one_full_forward(tiny_tool_llm):
             assert short[k] == pytest.approx(scores[k], abs=NATS)
         else:
             assert short[k] is None
+    last = min(range(4), key=lambda k: firsts[k])  # the least likely start, asked for anyway
+    forced = continuation_logprobs(tiny_tool_llm, prompt, continuations, shortlist=1, always=[last])
+    assert forced[last] == pytest.approx(scores[last], abs=NATS)
+    assert sum(s is not None for s in forced) == 2
 
 
 def test_best_value_is_the_likeliest_whole_value(tiny_tool_llm):

@@ -18,9 +18,9 @@ Small models asked for a call write prose, broken JSON or tools that do not exis
    reply parses and validates by construction. A small model sometimes repeats itself inside
    a string, or calls the same tool again and again, until the token limit; the turn is then
    written once more with every string, list and the number of calls bounded, so that it ends.
-3. **Copy.** Each string and number argument is chosen again, whole, among the value written
-   and what the question spells, by the model's own likelihood (llmhood.agent.copying):
-   greedy decoding picks each token well and a copied name badly.
+3. **Copy.** Each free-text string argument is chosen again, whole, among the value written
+   and the question's spans, by the model's own likelihood (llmhood.agent.copying): greedy
+   decoding picks each token well and a copied name badly.
 
 Unconstrained, the reply is generated freely and parsed with a JSON parser; prose and broken
 JSON are "not a call".
@@ -39,6 +39,7 @@ import jsonschema
 
 from llmhood.agent import copying, relevance
 from llmhood.agent.formats import (
+    SEPARATORS,
     SMOLLM2,
     ToolCall,
     ToolFormat,
@@ -55,7 +56,6 @@ from llmhood.llm import IncompleteConstraint
 # Added to the log-probability of "no call" when choosing (see the module docstring).
 NO_CALL_BIAS = 0.0
 MAX_CALL_TOKENS = 384  # a reply holding a few calls with their arguments
-SEPARATORS = (", ", ": ")  # json.dumps's layout, which the model's own calls follow
 BOUNDED_STRING = 32  # the retry's bound on a string's characters (`bounded`)
 BOUNDED_ITEMS = 4  # and on a list's or a map's items, and the calls of one turn
 BOUNDED_DIGITS = 12  # and numbers: within ±(10**12 - 1), 12 decimals at most
@@ -123,8 +123,8 @@ def decide(
     Constrained, a turn whose last user message fits no tool (cosine below
     `relevance_floor`, llmhood.agent.relevance; None turns the gate off) is "no call" at once;
     only the first turn of a task is gated, since later ones answer tool results. `copy`:
-    free-text string and number arguments are chosen again among their value and what the
-    last user message spells, by the model's whole-value likelihood (llmhood.agent.copying)."""
+    free-text string arguments are chosen again among their value and the spans of the last
+    user message, by the model's whole-value likelihood (llmhood.agent.copying)."""
     specs = [tool_spec(t) for t in tools]
     if not specs:
         raise LLMHoodError("No tools were given: a tool call needs at least one tool.")

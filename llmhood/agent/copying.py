@@ -17,8 +17,8 @@ call's text up to the value's opening quote, and the likeliest wins. Numbers are
 written: chosen the same way among the question's numbers (and with the text after each value
 scored too), they gained 2 simple_python questions and lost 9. Spans are only candidates: the
 model's own value wins whenever the model finds it likelier (values the question does not
-spell, "New York, NY" or "x**2", keep their chance), and a span the
-argument's schema refuses is never one. Scoring every span in full would take a forward pass
+spell, "New York, NY" or "x**2", keep their chance), and a span the argument's schema refuses
+is never one. Scoring every span in full would take a forward pass
 over each; the first token's log-probability, from one pass over the prefix, shortlists
 SHORTLIST of them, as a beam would. Pointer-generator networks (See et al., "Get To The
 Point", ACL 2017) give a model a copy distribution for the same reason; here the model is
@@ -36,6 +36,7 @@ from typing import Any
 
 import jsonschema
 
+from llmhood.agent.formats import SEPARATORS
 from llmhood.agent.likelihood import continuation_logprobs
 
 MAX_WORDS = 5  # the longest span of the question that is a candidate
@@ -44,7 +45,6 @@ EDGE = "".join(".,;:!?'\"`()[]{}<>")  # trimmed off a span's ends
 _STOPWORDS = """a an the of in on at to for from with by and or is are was were be me my i you
 your it its this that what which who how please can could would will do does"""
 STOPWORDS = frozenset(_STOPWORDS.split())  # never the first or last word of a span
-SEPARATORS = (", ", ": ")  # the layout the call regex makes the model write (call.py)
 
 
 def spans(question: str) -> list[str]:
@@ -139,8 +139,6 @@ def best_value(llm, prefix: str, written: str, candidates: Sequence[str]) -> str
     the likeliest first token scored in full, and `written` always."""
     options = [written, *candidates]
     rest = [dumps(o)[1:] for o in options]  # the value and its closing quote
-    scores = continuation_logprobs(llm, prefix + '"', rest, shortlist=SHORTLIST)
-    if scores[0] is None:  # the written value is always in the running
-        scores[0] = continuation_logprobs(llm, prefix + '"', rest[:1])[0]
+    scores = continuation_logprobs(llm, prefix + '"', rest, shortlist=SHORTLIST, always=[0])
     scored = [k for k in range(len(options)) if scores[k] is not None]
     return options[max(scored, key=lambda k: sum(scores[k]))]

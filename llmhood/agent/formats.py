@@ -29,6 +29,8 @@ from typing import Any
 
 from llmhood.errors import LLMHoodError
 
+SEPARATORS = (", ", ": ")  # json.dumps's layout, which the model's own calls follow
+
 
 def new_call_id() -> str:
     """An id for a call, as OpenAI's API gives each one, so results can name their call."""

@@ -17,12 +17,17 @@ import torch
 
 
 def continuation_logprobs(
-    llm, prompt: str, continuations: Sequence[str], shortlist: int | None = None
+    llm,
+    prompt: str,
+    continuations: Sequence[str],
+    shortlist: int | None = None,
+    always: Sequence[int] = (),
 ) -> list[list[float] | None]:
     """Each continuation's tokens' log-probabilities given the prompt and the tokens before
     them. `shortlist`: only that many continuations, those whose first token is likeliest,
     are scored past their first token, and the others get None (a beam's first step: a
-    continuation the model would not start is not read to its end)."""
+    continuation the model would not start is not read to its end); the continuations at the
+    indices `always` are scored in full whatever their first token."""
     model = llm.model
     prompt_ids = llm.tokenizer.encode(prompt)
     tails = [llm.tokenizer.encode(c) for c in continuations]
@@ -31,8 +36,8 @@ def continuation_logprobs(
         alone = model.new_cache(1, len(prompt_ids))
         first = model(torch.tensor([prompt_ids], device=device), cache=alone, last_only=True)
         first = first[0, -1].log_softmax(-1)  # (V,)
-        kept = sorted(range(len(tails)), key=lambda k: -float(first[tails[k][0]]))[:shortlist]
-        kept.sort()
+        likeliest = sorted(range(len(tails)), key=lambda k: -float(first[tails[k][0]]))
+        kept = sorted(set(likeliest[:shortlist]) | set(always))
         width = max(len(tails[k]) for k in kept)
         cache = model.new_cache(len(kept), len(prompt_ids) + width)
         for row in range(len(kept)):
